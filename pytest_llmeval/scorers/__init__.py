@@ -1,0 +1,1 @@
+"""Scorers (placeholder until the scorer module lands)."""
