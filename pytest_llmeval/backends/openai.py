@@ -1,0 +1,114 @@
+"""Any OpenAI-compatible chat-completions server: OpenAI itself, vLLM, a local proxy."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ..errors import ModelCallError
+from .base import Backend, Completion, Request
+
+_NO_KEY = "not-needed"
+
+
+class OpenAIBackend(Backend):
+    """Chat completions through the ``openai`` SDK; retries are the scheduler's job."""
+
+    mode = "concurrent"
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self._client: Any = None
+        self.base_url: str | None = spec.base_url
+
+    def served_model(self) -> str:
+        """The ``model`` field sent with each request."""
+        return str(self.spec.model)
+
+    def _api_key(self) -> str:
+        env = self.spec.api_key_env
+        if env:
+            key = os.environ.get(env)
+            if not key:
+                raise ModelCallError(f"model {self.name}: environment variable {env} is not set")
+            return key
+        return _NO_KEY
+
+    def load(self) -> None:
+        if self._client is not None:
+            return
+        import openai
+
+        self._client = openai.OpenAI(
+            api_key=self._api_key(),
+            base_url=self.base_url,
+            timeout=self.spec.timeout,
+            max_retries=0,  # the scheduler retries, counts retries and honours Retry-After
+        )
+
+    def generate(self, request: Request) -> Completion:
+        self.load()
+        params = {**self.spec.params, **request.param_dict}
+        kwargs: dict[str, Any] = {
+            "model": self.served_model(),
+            "messages": request.message_list,
+            "max_tokens": int(params.get("max_tokens", 256)),
+            "temperature": float(params.get("temperature", 0.0)),
+        }
+        for key in ("top_p", "stop", "seed"):
+            if key in params:
+                kwargs[key] = params[key]
+        started = time.perf_counter()
+        resp = self._client.chat.completions.create(**kwargs)
+        latency = time.perf_counter() - started
+        if not getattr(resp, "choices", None):
+            raise ModelCallError(f"model {self.name}: the server answered without choices")
+        choice = resp.choices[0]
+        text = choice.message.content or ""
+        usage = getattr(resp, "usage", None)
+        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        ct = int(getattr(usage, "completion_tokens", 0) or 0)
+        return Completion(
+            text=text,
+            latency_s=latency,
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            cost=self.spec.cost(pt, ct),
+            finish_reason=choice.finish_reason,
+            model=self.name,
+        )
+
+    def is_retryable(self, exc: BaseException) -> tuple[bool, float | None]:
+        import openai
+
+        if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+            return True, None
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            if status == 429 or status >= 500:
+                return True, _retry_after(exc.response.headers if exc.response is not None else {})
+            return False, None
+        # A body the SDK could not decode (truncated JSON) is transient on a flaky link.
+        if isinstance(exc, (ValueError, openai.APIResponseValidationError)):
+            return True, None
+        return False, None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After (or retry-after-ms) header, if present and sane."""
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000.0)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,200 @@
+"""pytest entry point: options, ini keys, markers and fixtures. The work lives in session.py."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .session import SESSION_KEY, LLMEvalSession
+
+HELP_MODEL = "model(s) from the models file to run evals against; repeatable and comma-separated"
+HELP_MODELS_FILE = "models.yaml to read (default: evals/models.yaml)"
+HELP_JUDGE = "model that judges answers for the judge fixture (default: gpt-4o-mini with a key, else smollm2)"
+HELP_CACHE = "response cache mode: rw (default), ro, off, refresh"
+HELP_BASELINE = "baseline JSON file to compare aggregates with; the gate decides the exit status"
+
+
+def _cost(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max-cost takes a number of US dollars, got {value!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError("--max-cost must not be negative")
+    return v
+
+
+def _cache_mode(value: str) -> str:
+    if value not in ("rw", "ro", "off", "refresh"):
+        raise argparse.ArgumentTypeError(f"--cache takes rw, ro, off or refresh, got {value!r}")
+    return value
+
+
+def _tolerance(value: str) -> Any:
+    from .gate import parse_tolerance
+
+    try:
+        return parse_tolerance(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _floor(value: str) -> Any:
+    from .gate import parse_floor
+
+    try:
+        return parse_floor(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llmeval", "LLM evaluation (pytest-llmeval)")
+    group.addoption("--model", action="append", default=[], metavar="NAME", help=HELP_MODEL)
+    group.addoption("--models-file", default=None, metavar="PATH", help=HELP_MODELS_FILE)
+    group.addoption("--list-models", action="store_true", help="list configured models and whether each can run here")
+    group.addoption("--judge", default=None, metavar="NAME", help=HELP_JUDGE)
+    group.addoption("--judge-samples", type=int, default=None, metavar="N", help="judge verdicts per answer (majority)")
+    group.addoption("--cache", dest="llmeval_cache", type=_cache_mode, default=None, metavar="MODE", help=HELP_CACHE)
+    group.addoption("--cache-path", dest="llmeval_cache_path", default=None, metavar="PATH", help="response cache file")
+    group.addoption(
+        "--no-scheduler",
+        action="store_true",
+        help="generate one request at a time when each test runs (for debugging)",
+    )
+    group.addoption("--max-cost", type=_cost, default=None, metavar="USD", help="stop submitting requests past this spend")
+    group.addoption(
+        "--estimate-cost", action="store_true", help="with --collect-only: print token and cost estimates per model"
+    )
+    group.addoption("--baseline", default=None, metavar="PATH", help=HELP_BASELINE)
+    group.addoption(
+        "--save-baseline",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="write the baseline file from this run (default path: the --baseline / ini path)",
+    )
+    group.addoption("--force-save-baseline", action="store_true", help="save the baseline even if items errored")
+    group.addoption(
+        "--tolerance",
+        action="append",
+        type=_tolerance,
+        default=[],
+        metavar="METRIC:DELTA",
+        help="allowed change, e.g. pass_rate:-0.02, latency_p95:+25%%, cost:+10%%",
+    )
+    group.addoption(
+        "--fail-under",
+        action="append",
+        type=_floor,
+        default=[],
+        metavar="METRIC=VALUE",
+        help="absolute floor, e.g. pass_rate=0.8",
+    )
+    group.addoption(
+        "--gate-mode",
+        choices=("significant", "strict"),
+        default=None,
+        help="significant (default): a drop must exceed its tolerance and be statistically significant; "
+        "strict: the tolerance alone",
+    )
+    group.addoption("--require-baseline", action="store_true", help="fail when a model has no baseline entry")
+    group.addoption("--metrics-db", default=None, metavar="PATH", help="SQLite metrics database (default data/metrics.db)")
+    group.addoption("--no-metrics", action="store_true", help="do not write the metrics database or run folder")
+    group.addoption("--output", dest="llmeval_output", default=None, metavar="DIR", help="run folder (default data/runs/<run id>)")
+    group.addoption("--no-llmeval-report", action="store_true", help="do not write the default HTML report")
+    group.addoption("--otel", action="store_true", help="emit OpenTelemetry traces (also ENABLE_OTEL=true)")
+
+    parser.addini("llmeval_model", HELP_MODEL, default="")
+    parser.addini("llmeval_models_file", HELP_MODELS_FILE, default="evals/models.yaml")
+    parser.addini("llmeval_judge", HELP_JUDGE, default="")
+    parser.addini("llmeval_cache", HELP_CACHE, default="rw")
+    parser.addini("llmeval_cache_path", "response cache file", default=".llmeval/cache.sqlite")
+    parser.addini("llmeval_baseline", HELP_BASELINE, default="")
+    parser.addini("llmeval_tolerance", "default tolerances, one per line (METRIC:DELTA)", type="linelist", default=[])
+    parser.addini("llmeval_fail_under", "default floors, one per line (METRIC=VALUE)", type="linelist", default=[])
+    parser.addini("llmeval_metrics_db", "SQLite metrics database", default="data/metrics.db")
+    parser.addini("llmeval_runs_dir", "where run folders go", default="data/runs")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if config.getoption("list_models"):
+        from _pytest.main import wrap_session
+
+        from .session import list_models_main
+
+        return wrap_session(config, list_models_main)
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "llmeval_dataset(path, prompt, params): parametrize a test over dataset cases")
+    config.addinivalue_line("markers", "slow: a slow test (deselect with -m 'not slow')")
+    session = LLMEvalSession(config)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "llmeval-session")
+
+
+def _session(config: pytest.Config) -> LLMEvalSession:
+    return config.stash[SESSION_KEY]
+
+
+class ModelHandle:
+    """What the ``model`` fixture gives a test: a name, its spec, and ``generate``."""
+
+    def __init__(self, session: LLMEvalSession, name: str) -> None:
+        self._session = session
+        self.name = name
+        self.spec = session.spec(name)
+
+    def generate(self, messages: list[dict[str, str]] | str, **params: Any) -> Any:
+        """Generate one completion now (multi-turn tests); goes through cache and retries."""
+        return self._session.generate_now(self.name, messages, **params)
+
+    def __repr__(self) -> str:
+        return f"<model {self.name}>"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@pytest.fixture
+def model(request: pytest.FixtureRequest) -> ModelHandle:
+    """The model this item runs against (parametrized from --model)."""
+    return ModelHandle(_session(request.config), request.param)
+
+
+@pytest.fixture
+def case(request: pytest.FixtureRequest) -> Any:
+    """The dataset case of this item."""
+    return request.param
+
+
+@pytest.fixture
+def completion(request: pytest.FixtureRequest, model: ModelHandle, case: Any) -> Any:
+    """This item's completion, generated ahead by the scheduler."""
+    return _session(request.config).completion_for(request.node)
+
+
+@pytest.fixture
+def judge(request: pytest.FixtureRequest) -> Any:
+    """An LLM judge backed by --judge (see pytest_llmeval.judge)."""
+    from .judge import Judge
+
+    return Judge(_session(request.config), request.node)
+
+
+@pytest.fixture
+def llmeval_session(request: pytest.FixtureRequest) -> Iterator[LLMEvalSession]:
+    """The plugin's session object (for advanced tests)."""
+    yield _session(request.config)

@@ -1,0 +1,158 @@
+"""Per-item result records and their aggregation per (test, model)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+USER_PROPERTY = "llmeval"
+
+
+@dataclass
+class CaseResult:
+    """Everything recorded about one item: what was asked, answered, scored and what it cost."""
+
+    nodeid: str
+    test: str
+    model: str
+    case_id: str
+    tags: list[str] = field(default_factory=list)
+    outcome: str = "passed"  # passed | failed | error | skipped
+    passed: bool = False
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    main_score: str | None = None
+    latency_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    cached: bool = False
+    retries: int = 0
+    error: str | None = None
+    output: str | None = None
+    messages: list[dict[str, str]] | None = None
+    expected: Any = None
+    finish_reason: str | None = None
+    dataset: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, default=str)
+
+    @classmethod
+    def from_json(cls, s: str) -> CaseResult:
+        data = json.loads(s)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def main_value(self) -> float | None:
+        """The headline score's value (the named main score, else the last recorded)."""
+        if not self.scores:
+            return None
+        if self.main_score:
+            for s in self.scores:
+                if s["name"] == self.main_score:
+                    return s["value"]
+        return self.scores[-1]["value"]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    xs = sorted(values)
+    if len(xs) == 1:
+        return xs[0]
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+@dataclass
+class Aggregate:
+    """Summary of one (test, model) group."""
+
+    test: str
+    model: str
+    n: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    pass_rate: float = 0.0
+    scores: dict[str, float] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)
+    latency_p50: float | None = None
+    latency_p95: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0  # as if every call were made: the figure the cost gate compares
+    cost_spent: float = 0.0  # paid in this run
+    cost_replayed: float = 0.0  # recorded cost of cached completions
+    cached: int = 0
+    retries: int = 0
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def metric(self, name: str) -> float | None:
+        """Look a metric up by the names the gate uses (pass_rate, latency_p95, cost, score:NAME)."""
+        if name.startswith("score:"):
+            return self.scores.get(name[6:])
+        if name in self.scores and not hasattr(self, name):
+            return self.scores[name]
+        v = getattr(self, name, None)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def aggregate(results: list[CaseResult]) -> list[Aggregate]:
+    """Group results by (test, model) in first-seen order and summarise each group.
+
+    Skipped items (e.g. after a budget stop) are counted but excluded from the
+    pass rate; errors count as not passed, so missing data cannot look good.
+    """
+    groups: dict[tuple[str, str], list[CaseResult]] = defaultdict(list)
+    for r in results:
+        groups[(r.test, r.model)].append(r)
+    out = []
+    for (test, model), rs in groups.items():
+        a = Aggregate(test=test, model=model)
+        ran = [r for r in rs if r.outcome != "skipped"]
+        a.n = len(ran)
+        a.skipped = len(rs) - len(ran)
+        a.passed = sum(r.outcome == "passed" for r in ran)
+        a.failed = sum(r.outcome == "failed" for r in ran)
+        a.errors = sum(r.outcome == "error" for r in ran)
+        a.pass_rate = a.passed / a.n if a.n else 0.0
+        by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in ran:
+            for s in r.scores:
+                by_name[s["name"]].append(s)
+        for name, ss in by_name.items():
+            vals = [s["value"] for s in ss if s["value"] is not None]
+            a.scores[name] = sum(vals) / len(vals) if vals else 0.0
+            if any(s.get("aggregate") == "rate" for s in ss):
+                a.rates[name] = sum(bool(s["passed"]) for s in ss) / len(ss)
+        lats = [r.latency_s for r in ran if r.latency_s is not None and r.outcome != "error"]
+        a.latency_p50 = percentile(lats, 50)
+        a.latency_p95 = percentile(lats, 95)
+        a.prompt_tokens = sum(r.prompt_tokens for r in ran)
+        a.completion_tokens = sum(r.completion_tokens for r in ran)
+        a.cost = sum(r.cost for r in ran)
+        a.cost_spent = sum(r.cost for r in ran if not r.cached)
+        a.cost_replayed = sum(r.cost for r in ran if r.cached)
+        a.cached = sum(r.cached for r in ran)
+        a.retries = sum(r.retries for r in ran)
+        a.cases = {
+            r.case_id: {
+                "passed": r.outcome == "passed",
+                "outcome": r.outcome,
+                "score": r.main_value(),
+                "latency": r.latency_s,
+            }
+            for r in ran
+        }
+        out.append(a)
+    return out

@@ -1,0 +1,370 @@
+"""Generates the completions of all collected items ahead of the tests.
+
+Items are submitted in item order. In-process models get batches (grouped by
+prompt length within a window, so padding stays small, while early items still
+come first); servers get up to ``max_concurrency`` requests in flight. Each
+item's ``completion`` fixture waits only for its own future, so the first
+items report while later ones are still generating. Cache look-ups happen at
+submission, retries around every call, and a budget stops submission.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends.base import Backend, Completion, Request
+from .cache import ResponseCache
+from .errors import BudgetExceeded, LLMEvalError, ModelCallError
+
+WINDOW_BATCHES = 4  # batches looked ahead when grouping prompts by length
+
+
+@dataclass
+class Job:
+    """One item's request for one model."""
+
+    key: str  # item node id
+    model: str
+    request: Request
+    future: Future[Completion] = field(default_factory=Future)
+    length: int = 0
+    index: int = 0
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff that honours Retry-After, capped."""
+
+    base: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.cap)
+        return min(self.cap, self.base * (2**attempt)) * (0.5 + random.random() / 2)
+
+
+class Stats:
+    """Counters the progress line and summary read."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.submitted = 0
+        self.done = 0
+        self.cached = 0
+        self.failed = 0
+        self.retries = 0
+        self.spent = 0.0
+        self.started = time.monotonic()
+        self.first_done: float | None = None
+
+    def finish(self, ok: bool, cached: bool = False, cost: float = 0.0) -> None:
+        with self.lock:
+            self.done += 1
+            if self.first_done is None:
+                self.first_done = time.monotonic()
+            if cached:
+                self.cached += 1
+            if not ok:
+                self.failed += 1
+            if not cached:
+                self.spent += cost
+
+
+class Scheduler:
+    """Feeds requests to backends and hands each item its completion future."""
+
+    def __init__(
+        self,
+        get_backend: Callable[[str], Backend],
+        cache: ResponseCache | None = None,
+        *,
+        enabled: bool = True,
+        max_cost: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._get_backend = get_backend
+        self.cache = cache
+        self.enabled = enabled
+        self.max_cost = max_cost
+        self.retry = retry or RetryPolicy()
+        self.jobs: dict[str, Job] = {}
+        self.stats = Stats()
+        self.cancelled = threading.Event()
+        self._lanes: dict[str, _Lane] = {}
+        self._lock = threading.Lock()
+        self._count = 0
+
+    # -- submission -------------------------------------------------------
+    def submit(self, key: str, model: str, request: Request) -> Future[Completion]:
+        """Queue ``request`` for item ``key`` (idempotent per key)."""
+        with self._lock:
+            if key in self.jobs:
+                return self.jobs[key].future
+            job = Job(key, model, request, index=self._count)
+            self._count += 1
+            self.jobs[key] = job
+            self.stats.submitted += 1
+        if self.cancelled.is_set():
+            job.future.cancel()
+            return job.future
+        lane = self._lane(model)
+        if lane.error is not None:
+            job.future.set_exception(lane.error)
+            self.stats.finish(False)
+            return job.future
+        if self.cache is not None:
+            try:
+                hit = self.cache.get(request.key(lane.identity))
+            except Exception:  # never let the cache break a run
+                hit = None
+            if hit is not None:
+                hit.model = model
+                job.future.set_result(hit)
+                self.stats.finish(True, cached=True)
+                return job.future
+        lane.put(job)
+        return job.future
+
+    def job(self, key: str) -> Job | None:
+        return self.jobs.get(key)
+
+    def _lane(self, model: str) -> _Lane:
+        with self._lock:
+            lane = self._lanes.get(model)
+            if lane is None:
+                lane = _Lane(self, model)
+                self._lanes[model] = lane
+            return lane
+
+    # -- execution --------------------------------------------------------
+    def call_with_retries(self, backend: Backend, fn: Callable[[], Any]) -> tuple[Any, int]:
+        """Run ``fn``; retry transient failures; return (result, retries)."""
+        attempts = max(1, int(getattr(backend.spec, "max_retries", 0)) + 1)
+        for attempt in range(attempts):
+            if self.cancelled.is_set():
+                raise ModelCallError("cancelled before completion")
+            try:
+                return fn(), attempt
+            except LLMEvalError:
+                raise
+            except Exception as exc:
+                retryable, after = backend.is_retryable(exc)
+                cause = _describe(exc)
+                if not retryable or attempt == attempts - 1:
+                    detail = f" after {attempt} retries" if attempt else ""
+                    raise ModelCallError(
+                        f"model {backend.name}: {cause}{detail}", retries=attempt, cause=cause
+                    ) from exc
+                with self.stats.lock:
+                    self.stats.retries += 1
+                if self.cancelled.wait(self.retry.delay(attempt, after)):
+                    raise ModelCallError("cancelled during retry back-off") from exc
+        raise AssertionError("unreachable")
+
+    def budget_left(self) -> bool:
+        return self.max_cost is None or self.stats.spent < self.max_cost
+
+    def shutdown(self, cancel: bool = True) -> None:
+        """Stop all lanes; with ``cancel`` outstanding futures are cancelled at once."""
+        if cancel:
+            self.cancelled.set()
+        for lane in list(self._lanes.values()):
+            lane.stop(cancel)
+
+    def wait(self, key: str, timeout: float | None = None) -> Completion:
+        """Block until item ``key``'s completion is ready."""
+        return self.jobs[key].future.result(timeout)
+
+
+class _Lane:
+    """The queue and worker(s) of one model."""
+
+    def __init__(self, sched: Scheduler, model: str) -> None:
+        self.sched = sched
+        self.model = model
+        self.error: BaseException | None = None
+        self.queue: deque[Job] = deque()
+        self.cv = threading.Condition()
+        self.closed = False
+        try:
+            self.backend = sched._get_backend(model)
+            self.identity = self.backend.identity()
+        except BaseException as e:  # e.g. the model cannot be configured; every item errors
+            self.error = e if isinstance(e, Exception) else ModelCallError(str(e))
+            self.identity = model
+            return
+        self.pool: ThreadPoolExecutor | None = None
+        if self.backend.mode == "concurrent" and sched.enabled:
+            self.pool = ThreadPoolExecutor(self.backend.max_concurrency, thread_name_prefix=f"llmeval-{model}")
+        self.thread = threading.Thread(target=self._run, name=f"llmeval-lane-{model}", daemon=True)
+        self.thread.start()
+
+    def put(self, job: Job) -> None:
+        with self.cv:
+            self.queue.append(job)
+            self.cv.notify()
+
+    def stop(self, cancel: bool) -> None:
+        with self.cv:
+            self.closed = True
+            if cancel:
+                while self.queue:
+                    job = self.queue.popleft()
+                    job.future.cancel()
+            self.cv.notify_all()
+        if getattr(self, "pool", None) is not None:
+            self.pool.shutdown(wait=False, cancel_futures=cancel)
+        if getattr(self, "backend", None) is not None and not cancel:
+            pass
+
+    def _take(self, n: int) -> list[Job]:
+        with self.cv:
+            while not self.queue and not self.closed:
+                self.cv.wait(0.5)
+            out = []
+            while self.queue and len(out) < n:
+                job = self.queue.popleft()
+                if job.future.set_running_or_notify_cancel():
+                    out.append(job)
+            return out
+
+    def _load(self) -> bool:
+        try:
+            self.backend.load()
+            return True
+        except BaseException as e:
+            err = e if isinstance(e, LLMEvalError) else ModelCallError(
+                f"model {self.model} failed to load: {_describe(e)}"
+            )
+            self.error = err
+            return False
+
+    def _fail_all(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(self.error or ModelCallError("model unavailable"))
+                self.sched.stats.finish(False)
+        with self.cv:
+            rest = list(self.queue)
+            self.queue.clear()
+        for job in rest:
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(self.error or ModelCallError("model unavailable"))
+                self.sched.stats.finish(False)
+
+    def _over_budget(self, job: Job) -> bool:
+        if self.sched.budget_left():
+            return False
+        job.future.set_exception(
+            BudgetExceeded(f"budget of ${self.sched.max_cost:.4f} reached (spent ${self.sched.stats.spent:.4f})")
+        )
+        self.sched.stats.finish(False)
+        return True
+
+    def _run(self) -> None:
+        batch_mode = self.backend.mode == "batch" and self.sched.enabled
+        size = self.backend.batch_size if batch_mode else 1
+        window = size * WINDOW_BATCHES
+        loaded = False
+        while True:
+            jobs = self._take(window if batch_mode else 1)
+            if not jobs:
+                if self.closed:
+                    return
+                continue
+            if not loaded:
+                loaded = self._load()
+                if not loaded:
+                    self._fail_all(jobs)
+                    continue
+            jobs = [j for j in jobs if not self._over_budget(j)]
+            if not jobs:
+                continue
+            if self.pool is not None:
+                for job in jobs:
+                    self.pool.submit(self._one, job)
+                continue
+            for group in _batches(jobs, size, self.backend) if batch_mode else [[j] for j in jobs]:
+                self._batch(group)
+
+    def _one(self, job: Job) -> None:
+        if self.sched.cancelled.is_set():
+            job.future.set_exception(ModelCallError("cancelled"))
+            return
+        try:
+            comp, retries = self.sched.call_with_retries(self.backend, lambda: self.backend.generate(job.request))
+            comp.retries = retries
+            comp.model = self.model
+            self._done(job, comp)
+        except BaseException as e:
+            job.future.set_exception(e if isinstance(e, Exception) else ModelCallError(str(e)))
+            self.sched.stats.finish(False)
+
+    def _batch(self, group: list[Job]) -> None:
+        if self.sched.cancelled.is_set():
+            for job in group:
+                job.future.set_exception(ModelCallError("cancelled"))
+            return
+        try:
+            comps, retries = self.sched.call_with_retries(
+                self.backend,
+                lambda: self.backend.generate_batch([j.request for j in group], self.sched.cancelled),
+            )
+        except BaseException as e:
+            err = e if isinstance(e, Exception) else ModelCallError(str(e))
+            for job in group:
+                job.future.set_exception(err)
+                self.sched.stats.finish(False)
+            return
+        for job, comp in zip(group, comps, strict=True):
+            comp.retries = retries
+            comp.model = self.model
+            self._done(job, comp)
+
+    def _done(self, job: Job, comp: Completion) -> None:
+        if self.sched.cache is not None:
+            try:
+                self.sched.cache.put(job.request.key(self.identity), comp)
+            except Exception:
+                pass
+        self.sched.stats.finish(True, cost=comp.cost)
+        job.future.set_result(comp)
+
+
+def _batches(jobs: list[Job], size: int, backend: Backend) -> list[list[Job]]:
+    """Group a window of jobs into batches of similar prompt length and equal parameters.
+
+    Batches are ordered by their earliest item, so the first submitted items
+    still finish first.
+    """
+    by_params: dict[Any, list[Job]] = {}
+    for j in jobs:
+        by_params.setdefault(j.request.params, []).append(j)
+    batches: list[list[Job]] = []
+    for group in by_params.values():
+        measure = getattr(backend, "prompt_length", None)
+        for j in group:
+            j.length = measure(j.request) if measure else sum(len(c) for _, c in j.request.messages)
+        group.sort(key=lambda j: (j.length, j.index))
+        batches.extend(group[i : i + size] for i in range(0, len(group), size))
+    batches.sort(key=lambda b: min(j.index for j in b))
+    return batches
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line cause: the exception type and message, without secrets or huge bodies."""
+    msg = str(exc).splitlines()[0] if str(exc) else ""
+    if len(msg) > 300:
+        msg = msg[:300] + "..."
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+__all__ = ["CancelledError", "Job", "RetryPolicy", "Scheduler"]
