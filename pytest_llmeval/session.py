@@ -370,7 +370,10 @@ class LLMEvalSession:
             return report
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             rec = self._record(item, report, call)
-            report.user_properties.append((USER_PROPERTY, rec.to_json()))
+            prop = (USER_PROPERTY, rec.to_json())
+            report.user_properties.append(prop)
+            # The teardown report copies item.user_properties; JUnit XML reads it from there.
+            item.user_properties.append(prop)
         return report
 
     def _record(self, item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo[Any]) -> CaseResult:
@@ -423,6 +426,8 @@ class LLMEvalSession:
         for key, value in report.user_properties:
             if key != USER_PROPERTY:
                 continue
+            if report.when == "teardown" and report.nodeid in self.results:
+                continue  # the same record again, carried by the teardown report
             rec = CaseResult.from_json(value)
             self.results[rec.nodeid] = rec
             if self.store is not None:

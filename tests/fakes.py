@@ -1,0 +1,222 @@
+"""A loopback server that speaks the OpenAI chat-completions wire format, with fault injection.
+
+Only for what no real part produces on demand: 429 storms, 5xx, resets,
+truncated bodies, invalid UTF-8, slow answers. Everything else is tested
+against the embedded model and a real vLLM server.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Responder = Callable[[list[dict[str, Any]], dict[str, Any]], str]
+
+FAULTS = ("429", "500", "503", "slow", "reset", "truncated")
+
+
+def echo_last_user(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+    """Default responder: the last user message, verbatim."""
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            return str(m.get("content", ""))
+    return ""
+
+
+class FakeOpenAIServer:
+    """``with FakeOpenAIServer(responder) as srv: srv.base_url`` -> http://127.0.0.1:PORT/v1."""
+
+    def __init__(
+        self,
+        responder: Responder = echo_last_user,
+        *,
+        delay: float = 0.0,
+        fault_rate: float = 0.0,
+        faults: tuple[str, ...] = FAULTS,
+        retry_after: float = 0.05,
+        slow_seconds: float = 3.0,
+        seed: int = 0,
+        model: str = "fake",
+    ) -> None:
+        self.responder = responder
+        self.delay = delay
+        self.fault_rate = fault_rate
+        self.faults = faults
+        self.retry_after = retry_after
+        self.slow_seconds = slow_seconds
+        self.model = model
+        self._rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.injected: dict[str, int] = {}
+        self.completed = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.httpd: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def __enter__(self) -> FakeOpenAIServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    body = {"object": "list", "data": [{"id": server.model, "object": "model", "owned_by": "fake"}]}
+                    self._json(200, body)
+                else:
+                    self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                raw = self.rfile.read(length)
+                with server.lock:
+                    server.headers.append(dict(self.headers))
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+                    return
+                body = json.loads(raw)
+                with server.lock:
+                    server.requests.append(body)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    fault = None
+                    if server.fault_rate and server._rng.random() < server.fault_rate:
+                        fault = server._rng.choice(server.faults)
+                        server.injected[fault] = server.injected.get(fault, 0) + 1
+                try:
+                    server._serve(self, body, fault)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _json(self, status: int, obj: Any, extra: dict[str, str] | None = None) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for k, v in (extra or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+
+    @property
+    def port(self) -> int:
+        assert self.httpd is not None
+        return self.httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- responses -----------------------------------------------------------
+    def _serve(self, h: Any, body: dict[str, Any], fault: str | None) -> None:
+        if fault == "429":
+            h._json(
+                429,
+                {"error": {"message": "Rate limit reached", "type": "rate_limit_error", "param": None,
+                           "code": "rate_limit_exceeded"}},
+                {"retry-after": f"{self.retry_after:g}"},
+            )
+            return
+        if fault in ("500", "503"):
+            h._json(int(fault), {"error": {"message": "The server had an error", "type": "server_error",
+                                           "param": None, "code": None}})
+            return
+        if fault == "reset":
+            # RST instead of FIN: SO_LINGER with a zero timeout.
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            h.connection.close()
+            h.close_connection = True
+            return
+        if fault == "slow":
+            time.sleep(self.slow_seconds)
+        elif self.delay:
+            time.sleep(self.delay)
+        messages = body.get("messages", [])
+        text = self.responder(messages, body)
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages) + 3
+        completion_tokens = max(1, len(text.split()))
+        payload = {
+            "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", self.model),
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        data = json.dumps(payload).encode()
+        if fault == "truncated":
+            h.send_response(200)
+            h.send_header("content-type", "application/json")
+            h.send_header("content-length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data[: len(data) // 2])
+            h.wfile.flush()
+            h.connection.shutdown(socket.SHUT_WR)
+            h.close_connection = True
+            return
+        if isinstance(text, str) and text.startswith("\x00raw:"):
+            # Invalid UTF-8 inside the JSON body, as a broken server might send.
+            data = data.replace(b"\\u0000raw:", b"\xff\xfe")
+        with self.lock:
+            self.completed += 1
+        h.send_response(200)
+        h.send_header("content-type", "application/json")
+        h.send_header("content-length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+
+def models_yaml(base_url: str, names: tuple[str, ...] = ("fake",), **extra: Any) -> str:
+    """A models.yaml text with openai-type models pointing at ``base_url``."""
+    lines = ["models:"]
+    for name in names:
+        lines.append(f"  {name}:")
+        lines.append("    type: openai")
+        lines.append("    model: fake")
+        lines.append(f"    base_url: {base_url}")
+        for k, v in extra.items():
+            lines.append(f"    {k}: {json.dumps(v)}")
+    return "\n".join(lines) + "\n"
