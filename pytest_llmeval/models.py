@@ -164,8 +164,14 @@ def _check_type(where: str, key: str, value: Any) -> Any:
     return value
 
 
-def parse_models(data: Any, source: str = "models.yaml") -> dict[str, ModelSpec]:
-    """Validate the parsed YAML document into specs keyed by name."""
+def parse_models(
+    data: Any, source: str = "models.yaml", extra_types: frozenset[str] = frozenset()
+) -> dict[str, ModelSpec]:
+    """Validate the parsed YAML document into specs keyed by name.
+
+    ``extra_types`` are types that plugins registered through
+    ``pytest_llmeval_register_backends``; they may use any ModelSpec key.
+    """
     if not isinstance(data, dict) or "models" not in data:
         raise ConfigError(f"{source}: expected a top-level 'models:' mapping")
     models = data["models"]
@@ -179,15 +185,16 @@ def parse_models(data: Any, source: str = "models.yaml") -> dict[str, ModelSpec]
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: settings must be a mapping, got {type(raw).__name__}")
         mtype = raw.get("type")
-        if mtype not in _TYPES:
-            raise ConfigError(f"{where}: key 'type' must be one of {', '.join(sorted(_TYPES))}, got {mtype!r}")
-        allowed = _ALLOWED[mtype] | _COMMON
+        if mtype not in _TYPES and mtype not in extra_types:
+            known = sorted(_TYPES | set(extra_types))
+            raise ConfigError(f"{where}: key 'type' must be one of {', '.join(known)}, got {mtype!r}")
+        allowed = (_ALLOWED.get(mtype) or set(_FIELD_TYPES) - {"name", "type", "source"}) | _COMMON
         for key in raw:
             if key not in allowed:
                 raise ConfigError(
                     f"{where}: unknown key '{key}' for type {mtype}; allowed: {', '.join(sorted(allowed))}"
                 )
-        for key in _REQUIRED[mtype]:
+        for key in _REQUIRED.get(mtype, ()):
             if key not in raw:
                 raise ConfigError(f"{where}: missing required key '{key}' for type {mtype}")
         kwargs = {k: _check_type(where, k, v) for k, v in raw.items()}
@@ -204,7 +211,7 @@ def parse_models(data: Any, source: str = "models.yaml") -> dict[str, ModelSpec]
     return specs
 
 
-def load_models(path: str | Path) -> dict[str, ModelSpec]:
+def load_models(path: str | Path, extra_types: frozenset[str] = frozenset()) -> dict[str, ModelSpec]:
     """Load and validate a models.yaml file."""
     p = Path(path)
     if not p.is_file():
@@ -215,7 +222,7 @@ def load_models(path: str | Path) -> dict[str, ModelSpec]:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    return parse_models(data, str(p))
+    return parse_models(data, str(p), extra_types)
 
 
 def _has_gpu() -> bool:

@@ -137,12 +137,17 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-html's, which reads the report path we may default
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "llmeval_dataset(path, prompt, params): parametrize a test over dataset cases")
     config.addinivalue_line("markers", "slow: a slow test (deselect with -m 'not slow')")
     session = LLMEvalSession(config)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "llmeval-session")
+    if config.pluginmanager.hasplugin("html") and not session.is_worker:
+        from .report import HtmlReport
+
+        config.pluginmanager.register(HtmlReport(config, session), "llmeval-html")
 
 
 def _session(config: pytest.Config) -> LLMEvalSession:

@@ -103,23 +103,40 @@ class Scheduler:
         self._count = 0
 
     # -- submission -------------------------------------------------------
+    def submit_many(self, jobs: list[tuple[str, str, Request]]) -> None:
+        """Queue several requests at once, so the first batch is formed from all of them."""
+        by_lane: dict[str, list[Job]] = {}
+        for key, model, request in jobs:
+            job = self._prepare(key, model, request)
+            if job is not None:
+                by_lane.setdefault(model, []).append(job)
+        for model, lane_jobs in by_lane.items():
+            self._lane(model).put_many(lane_jobs)
+
     def submit(self, key: str, model: str, request: Request) -> Future[Completion]:
         """Queue ``request`` for item ``key`` (idempotent per key)."""
+        job = self._prepare(key, model, request)
+        if job is not None:
+            self._lane(model).put_many([job])
+        return self.jobs[key].future
+
+    def _prepare(self, key: str, model: str, request: Request) -> Job | None:
+        """Register a job; resolve it at once from the cache or a lane error; else return it to queue."""
         with self._lock:
             if key in self.jobs:
-                return self.jobs[key].future
+                return None
             job = Job(key, model, request, index=self._count)
             self._count += 1
             self.jobs[key] = job
             self.stats.submitted += 1
         if self.cancelled.is_set():
             job.future.cancel()
-            return job.future
+            return None
         lane = self._lane(model)
         if lane.error is not None:
             job.future.set_exception(lane.error)
             self.stats.finish(False)
-            return job.future
+            return None
         if self.cache is not None:
             try:
                 hit = self.cache.get(request.key(lane.identity))
@@ -129,9 +146,8 @@ class Scheduler:
                 hit.model = model
                 job.future.set_result(hit)
                 self.stats.finish(True, cached=True)
-                return job.future
-        lane.put(job)
-        return job.future
+                return None
+        return job
 
     def job(self, key: str) -> Job | None:
         return self.jobs.get(key)
@@ -207,9 +223,9 @@ class _Lane:
         self.thread = threading.Thread(target=self._run, name=f"llmeval-lane-{model}", daemon=True)
         self.thread.start()
 
-    def put(self, job: Job) -> None:
+    def put_many(self, jobs: list[Job]) -> None:
         with self.cv:
-            self.queue.append(job)
+            self.queue.extend(jobs)
             self.cv.notify()
 
     def stop(self, cancel: bool) -> None:
@@ -260,13 +276,16 @@ class _Lane:
                 job.future.set_exception(self.error or ModelCallError("model unavailable"))
                 self.sched.stats.finish(False)
 
-    def _over_budget(self, job: Job) -> bool:
+    def _over_budget(self, jobs: list[Job]) -> bool:
+        """Checked right before each dispatch, so spending stops as soon as the budget is reached."""
         if self.sched.budget_left():
             return False
-        job.future.set_exception(
-            BudgetExceeded(f"budget of ${self.sched.max_cost:.4f} reached (spent ${self.sched.stats.spent:.4f})")
+        err = BudgetExceeded(
+            f"budget of ${self.sched.max_cost:.4f} reached (spent ${self.sched.stats.spent:.4f})"
         )
-        self.sched.stats.finish(False)
+        for job in jobs:
+            job.future.set_exception(err)
+            self.sched.stats.finish(False)
         return True
 
     def _run(self) -> None:
@@ -285,9 +304,6 @@ class _Lane:
                 if not loaded:
                     self._fail_all(jobs)
                     continue
-            jobs = [j for j in jobs if not self._over_budget(j)]
-            if not jobs:
-                continue
             if self.pool is not None:
                 for job in jobs:
                     self.pool.submit(self._one, job)
@@ -298,6 +314,8 @@ class _Lane:
     def _one(self, job: Job) -> None:
         if self.sched.cancelled.is_set():
             job.future.set_exception(ModelCallError("cancelled"))
+            return
+        if self._over_budget([job]):
             return
         try:
             comp, retries = self.sched.call_with_retries(self.backend, lambda: self.backend.generate(job.request))
@@ -312,6 +330,8 @@ class _Lane:
         if self.sched.cancelled.is_set():
             for job in group:
                 job.future.set_exception(ModelCallError("cancelled"))
+            return
+        if self._over_budget(group):
             return
         try:
             comps, retries = self.sched.call_with_retries(

@@ -93,7 +93,7 @@ class LLMEvalSession:
     def specs(self) -> dict[str, ModelSpec]:
         if self._specs is None:
             try:
-                self._specs = load_models(self.models_file())
+                self._specs = load_models(self.models_file(), frozenset(self._factories()) - {"hf", "openai", "vllm_server"})
             except ConfigError as e:
                 raise pytest.UsageError(str(e)) from None
         return self._specs
@@ -126,9 +126,7 @@ class LLMEvalSession:
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
             spec = self.spec(name)
-            factories = builtin_backends()
-            for extra in self.config.hook.pytest_llmeval_register_backends():
-                factories.update(extra or {})
+            factories = self._factories()
             if spec.type not in factories:
                 raise ConfigError(f"model {name}: no backend registered for type {spec.type!r}")
             backend = factories[spec.type](spec)
@@ -136,6 +134,12 @@ class LLMEvalSession:
                 backend.base_url = self.server_urls[name]
             self._backends[name] = backend
         return self._backends[name]
+
+    def _factories(self) -> dict[str, Any]:
+        factories = builtin_backends()
+        for extra in self.config.hook.pytest_llmeval_register_backends():
+            factories.update(extra or {})
+        return factories
 
     def _scheduler(self) -> Any:
         if self.scheduler is None:
@@ -268,6 +272,7 @@ class LLMEvalSession:
 
     def _submit(self, items: list[pytest.Item]) -> None:
         sched = self._scheduler()
+        batch = []
         for it in items:
             if sched.job(it.nodeid) is not None:
                 continue
@@ -282,7 +287,8 @@ class LLMEvalSession:
                 fut.set_exception(e)
                 sched.jobs[it.nodeid] = Job(it.nodeid, "?", Request(()), future=fut)
                 continue
-            sched.submit(it.nodeid, model, req)
+            batch.append((it.nodeid, model, req))
+        sched.submit_many(batch)
 
     def completion_for(self, item: pytest.Item) -> Completion:
         """Block until this item's completion is ready; errors become item errors with their cause."""

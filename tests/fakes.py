@@ -44,6 +44,7 @@ class FakeOpenAIServer:
         slow_seconds: float = 3.0,
         seed: int = 0,
         model: str = "fake",
+        fail_first: int = 0,
     ) -> None:
         self.responder = responder
         self.delay = delay
@@ -52,6 +53,8 @@ class FakeOpenAIServer:
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
         self.model = model
+        self.fail_first = fail_first
+        self.times: list[float] = []
         self._rng = random.Random(seed)
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
@@ -97,10 +100,14 @@ class FakeOpenAIServer:
                 body = json.loads(raw)
                 with server.lock:
                     server.requests.append(body)
+                    server.times.append(time.monotonic())
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     fault = None
-                    if server.fault_rate and server._rng.random() < server.fault_rate:
+                    if len(server.requests) <= server.fail_first:
+                        fault = server.faults[0]
+                        server.injected[fault] = server.injected.get(fault, 0) + 1
+                    elif server.fault_rate and server._rng.random() < server.fault_rate:
                         fault = server._rng.choice(server.faults)
                         server.injected[fault] = server.injected.get(fault, 0) + 1
                 try:

@@ -1,0 +1,257 @@
+"""Optional OpenTelemetry traces of a run: a span per item, a GenAI ``chat`` span per model call.
+
+Off by default (``--otel`` or ``ENABLE_OTEL=true`` turn it on) and free when
+off: nothing here imports ``opentelemetry`` until a :class:`Tracer` is built.
+
+Shape of a trace (one per run)::
+
+    llmeval.run                         attributes llmeval.run_id, models, pass counts, gate verdict
+      llmeval.item                      llmeval.test, .model, .case_id, .outcome, .score.<name>
+        chat {model}  (kind CLIENT)     gen_ai.operation.name, gen_ai.request.model,
+                                        gen_ai.usage.input_tokens / output_tokens,
+                                        gen_ai.response.finish_reasons, llmeval.latency_s ...
+                                        events gen_ai.evaluation.result (one per score)
+
+Results reach the controller after the fact (and a cached completion was
+made long ago), so spans get explicit times: the chat span ends when the
+result arrives and starts ``latency`` before that. Prompt and output text
+(``gen_ai.input.messages`` / ``gen_ai.output.messages``) and error messages,
+which quote outputs, are recorded only with ``LLMEVAL_OTEL_CAPTURE_CONTENT=true``,
+and always pass through :func:`pytest_llmeval.redact.redact`.
+
+The exporter is OTLP/HTTP, configured by the standard variables
+(``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
+``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_SERVICE_NAME``, ...).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+import time
+from typing import Any
+
+from .redact import redact
+from .results import CaseResult
+
+CAPTURE_ENV = "LLMEVAL_OTEL_CAPTURE_CONTENT"
+SERVICE_NAME = "pytest-llmeval"
+SCOPE = "pytest_llmeval"
+TEXT_LIMIT = 16 * 1024  # characters of captured prompt/output per attribute
+FLUSH_TIMEOUT_MS = 10_000
+
+_MISSING = (
+    "OpenTelemetry tracing (--otel / ENABLE_OTEL) needs opentelemetry-sdk and "
+    "opentelemetry-exporter-otlp-proto-http: pip install 'pytest-llmeval[otel]'"
+)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _text(value: Any) -> str:
+    s = redact(str(value))
+    return s if len(s) <= TEXT_LIMIT else s[:TEXT_LIMIT] + "...[truncated]"
+
+
+class Tracer:
+    """Turns :class:`CaseResult` records into spans; ``shutdown()`` flushes them.
+
+    ``exporter`` is any OpenTelemetry ``SpanExporter`` (an ``InMemorySpanExporter``
+    in tests); ``batch=False`` exports each span as it ends.
+    """
+
+    def __init__(
+        self,
+        exporter: Any,
+        *,
+        batch: bool = True,
+        capture_content: bool | None = None,
+        resource: Any = None,
+    ) -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        from . import __version__
+
+        if resource is None:
+            resource = Resource.create({"service.version": __version__})
+            if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+                resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
+        self.capture_content = _truthy(os.environ.get(CAPTURE_ENV)) if capture_content is None else capture_content
+        self.exporter = exporter
+        self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+        self.provider.add_span_processor(processor)
+        self._tracer = self.provider.get_tracer(SCOPE, __version__)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._start_ns = time.time_ns()
+        self._run_span = self._tracer.start_span("llmeval.run", start_time=self._start_ns)
+
+    @classmethod
+    def from_env(cls) -> Tracer:
+        """An OTLP/HTTP tracer configured by the standard ``OTEL_*`` environment variables."""
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            import pytest
+
+            raise pytest.UsageError(_MISSING) from None
+        tracer = cls(OTLPSpanExporter())
+        # A run that ends without shutdown() (no metrics store, an internal error) still flushes.
+        atexit.register(tracer.shutdown)
+        return tracer
+
+    # -- spans ---------------------------------------------------------------
+    def item(self, rec: CaseResult) -> None:
+        """Emit the spans of one finished item."""
+        if self._closed:
+            return
+        from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+
+        end = time.time_ns()
+        latency_ns = int(max(0.0, rec.latency_s or 0.0) * 1e9)
+        # A replayed (cached) completion may report a latency longer than the run so far.
+        start = max(self._start_ns, end - latency_ns)
+        item_span = self._tracer.start_span(
+            "llmeval.item",
+            context=set_span_in_context(self._run_span),
+            start_time=start,
+            attributes=self._item_attributes(rec),
+        )
+        if rec.outcome == "error":
+            item_span.set_status(Status(StatusCode.ERROR, "the item errored"))
+        evaluated = item_span
+        if rec.latency_s is not None:
+            chat = self._tracer.start_span(
+                f"chat {rec.model}",
+                context=set_span_in_context(item_span),
+                kind=SpanKind.CLIENT,
+                start_time=start,
+                attributes=self._chat_attributes(rec),
+            )
+            evaluated = chat
+        # Evaluation results belong to the operation they judge (GenAI semantic conventions).
+        for score in rec.scores:
+            evaluated.add_event("gen_ai.evaluation.result", self._evaluation_attributes(score), timestamp=end)
+        if evaluated is not item_span:
+            evaluated.end(end_time=end)
+        item_span.end(end_time=end)
+
+    def _item_attributes(self, rec: CaseResult) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "llmeval.test": redact(rec.test),
+            "llmeval.model": redact(rec.model),
+            "llmeval.case_id": redact(rec.case_id),
+            "llmeval.outcome": rec.outcome,
+            "llmeval.passed": bool(rec.passed),
+        }
+        if rec.tags:
+            attrs["llmeval.tags"] = [redact(t) for t in rec.tags]
+        main = rec.main_value()
+        if main is not None:
+            attrs["llmeval.main_score"] = float(main)
+        for s in rec.scores:
+            if s.get("value") is not None:
+                attrs[f"llmeval.score.{redact(str(s['name']))}"] = float(s["value"])
+        if rec.outcome == "error":
+            attrs["error.type"] = "llmeval.error"
+        if rec.error and self.capture_content:
+            attrs["llmeval.error"] = _text(rec.error)
+        return attrs
+
+    def _chat_attributes(self, rec: CaseResult) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": redact(rec.model),
+            "gen_ai.usage.input_tokens": int(rec.prompt_tokens or 0),
+            "gen_ai.usage.output_tokens": int(rec.completion_tokens or 0),
+            "llmeval.latency_s": float(rec.latency_s or 0.0),
+            "llmeval.cost_usd": float(rec.cost or 0.0),
+            "llmeval.cached": bool(rec.cached),
+            "llmeval.retries": int(rec.retries or 0),
+        }
+        if rec.finish_reason:
+            attrs["gen_ai.response.finish_reasons"] = [str(rec.finish_reason)]
+        if self.capture_content:
+            if rec.messages:
+                attrs["gen_ai.input.messages"] = _text(
+                    json.dumps(
+                        [
+                            {"role": m.get("role", "user"), "parts": [{"type": "text", "content": m.get("content", "")}]}
+                            for m in rec.messages
+                        ],
+                        ensure_ascii=False,
+                    )
+                )
+            if rec.output is not None:
+                attrs["gen_ai.output.messages"] = _text(
+                    json.dumps(
+                        [
+                            {
+                                "role": "assistant",
+                                "parts": [{"type": "text", "content": rec.output}],
+                                "finish_reason": rec.finish_reason or "stop",
+                            }
+                        ],
+                        ensure_ascii=False,
+                    )
+                )
+        return attrs
+
+    def _evaluation_attributes(self, score: dict[str, Any]) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "gen_ai.evaluation.name": redact(str(score.get("name", ""))),
+            "gen_ai.evaluation.score.label": "pass" if score.get("passed") else "fail",
+        }
+        if score.get("value") is not None:
+            attrs["gen_ai.evaluation.score.value"] = float(score["value"])
+        if score.get("threshold") is not None:
+            attrs["llmeval.threshold"] = float(score["threshold"])
+        # Explanations quote the output ("expected X, got Y"): content, so opt-in only.
+        if score.get("explanation") and self.capture_content:
+            attrs["gen_ai.evaluation.explanation"] = _text(score["explanation"])
+        return attrs
+
+    # -- the end ------------------------------------------------------------
+    def shutdown(self, session: Any = None) -> None:
+        """End the run span (with the run's figures when ``session`` is given) and flush; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if session is not None:
+            self._run_span.set_attributes(_run_attributes(session))
+            verdict = getattr(session, "verdict", None)
+            if verdict is not None and not verdict.passed:
+                from opentelemetry.trace import Status, StatusCode
+
+                self._run_span.set_status(Status(StatusCode.ERROR, "the quality gate failed"))
+        self._run_span.end()
+        try:
+            self.provider.force_flush(FLUSH_TIMEOUT_MS)
+            self.provider.shutdown()
+        except Exception:  # an unreachable collector must not fail the run
+            pass
+
+
+def _run_attributes(session: Any) -> dict[str, Any]:
+    results = list((getattr(session, "results", None) or {}).values())
+    ran = [r for r in results if r.outcome != "skipped"]
+    attrs: dict[str, Any] = {
+        "llmeval.run_id": str(getattr(session, "run_id", "")),
+        "llmeval.models": [redact(str(m)) for m in getattr(session, "selected", []) or []],
+        "llmeval.items": len(results),
+        "llmeval.passed": sum(r.outcome == "passed" for r in ran),
+        "llmeval.failed": sum(r.outcome == "failed" for r in ran),
+        "llmeval.errors": sum(r.outcome == "error" for r in ran),
+    }
+    verdict = getattr(session, "verdict", None)
+    if verdict is not None:
+        attrs["llmeval.gate.passed"] = bool(verdict.passed)
+    return attrs
