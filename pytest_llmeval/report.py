@@ -149,7 +149,8 @@ class HtmlReport:
 
     # -- per item ----------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        rec = _record_of(report)
+        # The teardown report repeats the record (for JUnit XML); one details block per item.
+        rec = None if report.when == "teardown" else _record_of(report)
         if rec is None:
             return
         self.records[report.nodeid] = rec
@@ -200,13 +201,14 @@ def _is_eval(item: pytest.Item) -> bool:
 
 
 def _record_of(report: Any) -> CaseResult | None:
-    for key, value in getattr(report, "user_properties", None) or ():
-        if key == USER_PROPERTY:
-            try:
-                return CaseResult.from_json(value)
-            except (ValueError, TypeError):
-                return None
-    return None
+    """The item's record from the report (the last one: a rerun appends its own)."""
+    found = [v for k, v in getattr(report, "user_properties", None) or () if k == USER_PROPERTY]
+    if not found:
+        return None
+    try:
+        return CaseResult.from_json(found[-1])
+    except (ValueError, TypeError):
+        return None
 
 
 # -- cells and details -----------------------------------------------------------------

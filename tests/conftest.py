@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy  # noqa: F401  (imported once here: pytester's in-process runs must not re-import it)
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -178,7 +178,7 @@ def test_retry_after_429_honours_retry_after(pytester):
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines(["*retries 2*"])
         assert len(srv.times) == 3
-        gaps = [b - a for a, b in zip(srv.times, srv.times[1:])]
+        gaps = [b - a for a, b in zip(srv.times, srv.times[1:], strict=False)]
         assert all(g >= 0.38 for g in gaps), gaps
 
 
