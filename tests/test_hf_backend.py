@@ -1,0 +1,122 @@
+"""The hf backend with the real embedded SmolLM2 (and a real PEFT adapter)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_llmeval.backends.base import Request
+from pytest_llmeval.backends.embedded import MARKER, materialize
+from pytest_llmeval.errors import ModelCallError
+from pytest_llmeval.models import parse_models
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "What is the capital of France? Answer in one word.",
+    "Write the number seven as a digit.",
+    "Say hello to Ana.",
+]
+
+
+def _spec(**extra):
+    return parse_models({"models": {"m": {"type": "hf", "path": "embedded:smollm2", **extra}}})["m"]
+
+
+@pytest.fixture(scope="module")
+def base_backend():
+    from pytest_llmeval.backends.hf import HFBackend
+
+    b = HFBackend(_spec(batch_size=8))
+    b.load()
+    return b
+
+
+def _req(text: str, max_tokens: int = 12) -> Request:
+    return Request.make([{"role": "user", "content": text}], max_tokens=max_tokens)
+
+
+def test_batched_greedy_matches_one_at_a_time(base_backend):
+    batched = base_backend.generate_batch([_req(p) for p in PROMPTS])
+    single = [base_backend.generate_batch([_req(p)])[0] for p in PROMPTS]
+    assert all(c.text.strip() for c in batched)
+    agree = sum(a.text == b.text for a, b in zip(batched, single, strict=True))
+    assert agree >= len(PROMPTS) - 1, [(a.text, b.text) for a, b in zip(batched, single, strict=True)]
+    c = batched[0]
+    assert c.prompt_tokens > 5 and 0 < c.completion_tokens <= 12
+    assert c.finish_reason in ("stop", "length") and c.latency_s > 0
+
+
+def test_peft_adapter_changes_the_output(base_backend, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pytest_llmeval.backends.hf import HFBackend
+
+    base = AutoModelForCausalLM.from_pretrained(materialize("smollm2"))
+    cfg = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, cfg).save_pretrained(tmp_path / "adapter")
+    with_adapter = HFBackend(_spec(adapter=str(tmp_path / "adapter")))
+    out_a = [c.text for c in with_adapter.generate_batch([_req(p) for p in PROMPTS])]
+    out_b = [c.text for c in base_backend.generate_batch([_req(p) for p in PROMPTS])]
+    assert out_a != out_b
+    assert with_adapter.identity() != base_backend.identity()
+
+
+def test_adapter_trained_for_another_base_is_refused(tmp_path):
+    from pytest_llmeval.backends.hf import HFBackend
+
+    adapter = tmp_path / "a"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (adapter / "llmeval_adapter.json").write_text(json.dumps({"base_model": "meta-llama/Meta-Llama-3-8B-Instruct"}))
+    b = HFBackend(_spec(adapter=str(adapter)))
+    with pytest.raises(ModelCallError, match="trained for base model 'meta-llama/Meta-Llama-3-8B-Instruct'"):
+        b.load()
+
+
+def test_missing_adapter_fails_fast_with_a_clear_message(pytester):
+    pytester.makefile(".yaml", models="models:\n  m:\n    type: hf\n    path: 'embedded:smollm2'\n    adapter: nowhere/adapter\n")
+    pytester.path.joinpath("cases.jsonl").write_text('{"id": "a", "prompt": "hi"}\n')
+    pytester.makepyfile("from pytest_llmeval import dataset\n@dataset('cases.jsonl')\ndef test_x(case, completion):\n    pass\n")
+    r = pytester.runpytest("--model", "m", "--models-file", "models.yaml")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*model 'm' cannot run here: needs the adapter nowhere/adapter, which does not exist*"])
+
+
+def test_starter_eval_runs_for_real(pytester):
+    root = Path(__file__).resolve().parents[1]
+    for name in ("cases.jsonl", "prompt.md", "test_starter.py"):
+        pytester.path.joinpath(name).write_text((root / "evals" / "starter" / name).read_text())
+    pytester.path.joinpath("models.yaml").write_text((root / "evals" / "models.yaml").read_text())
+    r = pytester.runpytest("--model", "smollm2", "--models-file", "models.yaml", "--cache", "off", "--no-metrics")
+    outcomes = r.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 4 and "error" not in outcomes
+    r.stdout.fnmatch_lines(["*test_starter.py::test_name_age [[]smollm2[]]: n=4 pass rate*"])
+
+
+def test_interrupted_conversion_leaves_nothing_trusted(tmp_path):
+    env = {**os.environ, "LLMEVAL_MODEL_CACHE": str(tmp_path)}
+    code = "from pytest_llmeval.backends.embedded import materialize; materialize()"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    # Kill it once the conversion has started writing into its temporary folder.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob(".smollm2-v1.tmp-*")):
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "smollm2-v1" / MARKER).exists()
+    # The next run cleans up the dead process's leftovers and converts.
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "smollm2-v1" / MARKER).is_file()
+    assert not list(tmp_path.glob(".smollm2-v1.tmp-*"))
+    assert "converting embedded model smollm2" in out.stderr
