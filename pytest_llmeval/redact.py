@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 _PATTERNS = [
     re.compile(r"\bsk-[A-Za-z0-9_\-*]{8,}"),
@@ -21,19 +22,27 @@ def register_secret(value: str | None) -> None:
         _extra.add(value)
 
 
-def _env_secrets() -> set[str]:
-    vals = set(_extra)
-    for k, v in os.environ.items():
-        if v and len(v) >= 8 and any(h in k.upper() for h in _ENV_HINTS):
-            vals.add(v)
-    return vals
+_cache: dict[str, object] = {"at": -1e9, "n": -1, "values": ()}
+
+
+def _env_secrets() -> tuple[str, ...]:
+    # Scanning the environment on every call dominated the per-item cost, so the
+    # result is kept briefly; a changed variable count refreshes it at once.
+    now = time.monotonic()
+    if now - _cache["at"] > 2.0 or _cache["n"] != len(os.environ) + len(_extra):  # type: ignore[operator]
+        vals = set(_extra)
+        for k, v in os.environ.items():
+            if v and len(v) >= 8 and any(h in k.upper() for h in _ENV_HINTS):
+                vals.add(v)
+        _cache.update(at=now, n=len(os.environ) + len(_extra), values=tuple(sorted(vals, key=len, reverse=True)))
+    return _cache["values"]  # type: ignore[return-value]
 
 
 def redact(text: str) -> str:
     """Replace API keys, bearer tokens and secret environment values with ``[REDACTED]``."""
     if not text:
         return text
-    for secret in sorted(_env_secrets(), key=len, reverse=True):
+    for secret in _env_secrets():
         if secret in text:
             text = text.replace(secret, "[REDACTED]")
     text = _PATTERNS[0].sub("[REDACTED]", text)
