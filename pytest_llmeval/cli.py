@@ -30,6 +30,10 @@ class UsageError(Exception):
     """Bad arguments: exit status 2 with the message."""
 
 
+class Failed(Exception):
+    """The command could not do its work: exit status 1 with the message."""
+
+
 # -- compare ---------------------------------------------------------------------
 @dataclass
 class MetricDelta:
@@ -107,7 +111,9 @@ def compare_runs(base: dict[str, Any], cur: dict[str, Any]) -> tuple[list[PairCo
     for key in [k for k in c_all if k in b_all]:
         bc, cc = b_all[key], c_all[key]
         shared = sorted(bc.keys() & cc.keys())
-        pc = PairComparison(key[0], key[1], len(shared), sorted(cc.keys() - bc.keys()), sorted(bc.keys() - cc.keys()))
+        pc = PairComparison(
+            key[0], key[1], len(shared), sorted(cc.keys() - bc.keys()), sorted(bc.keys() - cc.keys())
+        )
         bp = [float(bc[c]["outcome"] == "passed") for c in shared]
         cp = [float(cc[c]["outcome"] == "passed") for c in shared]
         md = _delta("pass_rate", bp, cp, "mean")
@@ -130,7 +136,9 @@ def compare_runs(base: dict[str, Any], cur: dict[str, Any]) -> tuple[list[PairCo
         for q in ("50", "95"):
             pc.metrics.append(_delta(f"latency_p{q}", [x for x, _ in lat], [y for _, y in lat], f"p{q}"))
         pc.metrics.append(
-            _delta("cost", [bc[c]["cost"] or 0.0 for c in shared], [cc[c]["cost"] or 0.0 for c in shared], "sum")
+            _delta(
+                "cost", [bc[c]["cost"] or 0.0 for c in shared], [cc[c]["cost"] or 0.0 for c in shared], "sum"
+            )
         )
         pc.changed = [
             {"case_id": c, "baseline": bc[c]["outcome"], "current": cc[c]["outcome"]}
@@ -145,7 +153,9 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _render_compare(base: dict[str, Any], cur: dict[str, Any], pairs: list[PairComparison], notes: list[str]) -> str:
+def _render_compare(
+    base: dict[str, Any], cur: dict[str, Any], pairs: list[PairComparison], notes: list[str]
+) -> str:
     lines = [
         f"baseline: {_run_label(base['run'])}",
         f"current:  {_run_label(cur['run'])}",
@@ -188,10 +198,11 @@ def _run_label(run: dict[str, Any]) -> str:
 def _open(args: argparse.Namespace) -> Any:
     from .store import StoreError, connect
 
+    path = Path(args.db or DEFAULT_DB)
     try:
-        return connect(Path(args.db or DEFAULT_DB), create=False)
+        return connect(path, create=False)
     except StoreError as e:
-        raise UsageError(str(e)) from None
+        raise (Failed if path.is_file() else UsageError)(str(e)) from None
 
 
 def _load(conn: Any, ref: str | None) -> dict[str, Any]:
@@ -215,7 +226,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no runs in {args.db or DEFAULT_DB} yet")
         return EXIT_OK
-    header = f"{'run id':<24} {'started':<20} {'models':<24} {'n':>5} {'pass rate':>9}  {'verdict':<8} complete"
+    header = (
+        f"{'run id':<24} {'started':<20} {'models':<24} {'n':>5} {'pass rate':>9}  {'verdict':<8} complete"
+    )
     print(header)
     for r in rows:
         models = ",".join(json.loads(r["models"] or "[]"))
@@ -267,8 +280,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .store import resolve_run
-
     conn = _open(args)
     cur = _load(conn, args.current)
     if args.baseline is None:
@@ -277,10 +288,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         pos = ids.index(cur["run"]["id"])
         if pos + 1 >= len(ids):
             conn.close()
-            raise UsageError(f"run {cur['run']['id']} has no earlier run to compare with; pass --baseline RUN")
+            raise UsageError(
+                f"run {cur['run']['id']} has no earlier run to compare with; pass --baseline RUN"
+            )
         base = _load(conn, ids[pos + 1])
     else:
-        base = _load(conn, resolve_run(conn, args.baseline) if args.baseline else None)
+        base = _load(conn, args.baseline)
     conn.close()
     pairs, notes = compare_runs(base, cur)
     if args.json:
@@ -340,12 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="file to write (default stdout); csv also writes FILE's .aggregates.csv sibling; "
         "prometheus is written atomically, for node_exporter's textfile collector (*.prom)",
     )
-    sp.add_argument("--pushgateway", default=None, metavar="URL", help="push the Prometheus series to this Pushgateway")
+    sp.add_argument(
+        "--pushgateway", default=None, metavar="URL", help="push the Prometheus series to this Pushgateway"
+    )
     sp.add_argument("--job", default="llmeval", help="Pushgateway job name (default llmeval)")
     sp.set_defaults(func=cmd_export)
 
-    sp = sub.add_parser("compare", parents=[common], help="per-metric deltas and changed cases between two runs")
-    sp.add_argument("--baseline", default=None, metavar="RUN", help="run id (default: the run before --current)")
+    sp = sub.add_parser(
+        "compare", parents=[common], help="per-metric deltas and changed cases between two runs"
+    )
+    sp.add_argument(
+        "--baseline", default=None, metavar="RUN", help="run id (default: the run before --current)"
+    )
     sp.add_argument("--current", default="latest", metavar="RUN", help="run id (default latest)")
     sp.add_argument("--json", action="store_true", help="print JSON")
     sp.set_defaults(func=cmd_compare)
@@ -363,13 +382,14 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse printed the usage error (2) or the help (0)
         return int(e.code or 0) if isinstance(e.code, int) else EXIT_USAGE
-    if getattr(args, "command", None) == "export" and args.pushgateway is None and args.format != "prometheus":
-        pass
     try:
         return int(args.func(args))
     except UsageError as e:
         print(f"llmeval {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Failed as e:
+        print(f"llmeval {args.command}: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except BrokenPipeError:  # `llmeval export | head`
         return EXIT_OK
 

@@ -96,7 +96,12 @@ def write_aggregates_csv(run: dict[str, Any], out: IO[str]) -> None:
     w.writerow(["run_id", "test", "model", *metrics])
     for a in run["aggregates"]:
         w.writerow(
-            [run["run"]["id"], a["test"], a["model"], *("" if a["metrics"].get(m) is None else a["metrics"][m] for m in metrics)]
+            [
+                run["run"]["id"],
+                a["test"],
+                a["model"],
+                *("" if a["metrics"].get(m) is None else a["metrics"][m] for m in metrics),
+            ]
         )
 
 
@@ -144,10 +149,16 @@ class _RunCollector:
 
         base = ["model", "task"]
         pass_ratio = GaugeMetricFamily("llmeval_pass_ratio", "Share of ran items that passed.", labels=base)
-        items = CounterMetricFamily("llmeval_items", "Items of the run by outcome.", labels=[*base, "outcome"])
-        score = GaugeMetricFamily("llmeval_score_ratio", "Mean value of a score (0..1).", labels=[*base, "score"])
+        items = CounterMetricFamily(
+            "llmeval_items", "Items of the run by outcome.", labels=[*base, "outcome"]
+        )
+        score = GaugeMetricFamily(
+            "llmeval_score_ratio", "Mean value of a score (0..1).", labels=[*base, "score"]
+        )
         score_rate = GaugeMetricFamily(
-            "llmeval_score_pass_ratio", "Share of items passing a rate-aggregated score.", labels=[*base, "score"]
+            "llmeval_score_pass_ratio",
+            "Share of items passing a rate-aggregated score.",
+            labels=[*base, "score"],
         )
         latency = GaugeMetricFamily(
             "llmeval_latency_seconds", "Model call latency quantiles.", labels=[*base, "quantile"]
@@ -156,14 +167,21 @@ class _RunCollector:
         cost = CounterMetricFamily(
             "llmeval_cost_usd", "Cost of the run's calls in US dollars, cached ones included.", labels=base
         )
-        cached = GaugeMetricFamily("llmeval_cached_items", "Items answered from the response cache.", labels=base)
+        cached = GaugeMetricFamily(
+            "llmeval_cached_items", "Items answered from the response cache.", labels=base
+        )
         retries = CounterMetricFamily("llmeval_retries", "Retried model calls.", labels=base)
         for a in self.run["aggregates"]:
             m = a["metrics"]
             lv = [str(a["model"]), str(a["test"])]
             if m.get("pass_rate") is not None:
                 pass_ratio.add_metric(lv, m["pass_rate"])
-            for outcome, key in (("passed", "passed"), ("failed", "failed"), ("error", "errors"), ("skipped", "skipped")):
+            for outcome, key in (
+                ("passed", "passed"),
+                ("failed", "failed"),
+                ("error", "errors"),
+                ("skipped", "skipped"),
+            ):
                 items.add_metric([*lv, outcome], m.get(key) or 0.0)
             for name, value in m.items():
                 if value is None:
@@ -180,21 +198,30 @@ class _RunCollector:
             cost.add_metric(lv, m.get("cost") or 0.0)
             cached.add_metric(lv, m.get("cached") or 0.0)
             retries.add_metric(lv, m.get("retries") or 0.0)
-        yield from (pass_ratio, items, score, score_rate, latency, tokens, cost, cached, retries)
+        families = (pass_ratio, items, score, score_rate, latency, tokens, cost, cached, retries)
+        yield from (f for f in families if f.samples)
 
         info = self.run["run"]
         yield GaugeMetricFamily(
-            "llmeval_run_complete", "1 if the run finished, 0 if it stopped early.", value=float(info.get("complete") or 0)
+            "llmeval_run_complete",
+            "1 if the run finished, 0 if it stopped early.",
+            value=float(info.get("complete") or 0),
         )
         if info.get("gate_passed") is not None:
             yield GaugeMetricFamily(
-                "llmeval_gate_passed", "1 if the quality gate passed, 0 if it failed.", value=float(info["gate_passed"])
+                "llmeval_gate_passed",
+                "1 if the quality gate passed, 0 if it failed.",
+                value=float(info["gate_passed"]),
             )
         ts = _epoch(info.get("ended") or info.get("started"))
         if ts is not None:
-            yield GaugeMetricFamily("llmeval_run_timestamp_seconds", "When the run ended (or started).", value=ts)
+            yield GaugeMetricFamily(
+                "llmeval_run_timestamp_seconds", "When the run ended (or started).", value=ts
+            )
         if info.get("duration_s") is not None:
-            yield GaugeMetricFamily("llmeval_run_duration_seconds", "Wall time of the run.", value=info["duration_s"])
+            yield GaugeMetricFamily(
+                "llmeval_run_duration_seconds", "Wall time of the run.", value=info["duration_s"]
+            )
 
 
 def _epoch(iso: str | None) -> float | None:

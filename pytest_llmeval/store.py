@@ -9,7 +9,8 @@ worker), so a run writes the same rows with and without xdist:
   ``complete = 0``; results are committed in small batches as they arrive; the
   end updates the run row and writes the aggregates in one transaction. A run
   killed half-way therefore leaves a consistent database that shows it
-  incomplete.
+  incomplete. A run that reports no eval item (a plain test run) deletes its
+  row at the end and leaves no folder.
 * ``data/runs/<run id>/`` (``--output`` / ini ``llmeval_runs_dir``):
   ``results.jsonl`` (a line per result, flushed as it arrives) and
   ``summary.json`` at the end; the report module adds ``report.html``.
@@ -221,7 +222,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return schema_version(conn)
 
 
-def connect(path: str | Path, *, create: bool = True, timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+def connect(path: str | Path, *, create: bool = True, timeout: float | None = None) -> sqlite3.Connection:
     """Open (and migrate) the metrics database in WAL mode; autocommit, explicit transactions.
 
     ``create=False`` raises :class:`StoreError` when the file does not exist.
@@ -235,7 +236,12 @@ def connect(path: str | Path, *, create: bool = True, timeout: float = BUSY_TIME
     if create:
         p.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = sqlite3.connect(str(p), timeout=timeout, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            str(p),
+            timeout=BUSY_TIMEOUT_S if timeout is None else timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a killed process loses nothing committed; only a power cut may lose the last commit.
@@ -385,13 +391,7 @@ class MetricsStore:
                 self.conn = connect(db_path)
             except (StoreError, OSError) as e:
                 self._warn("open", f"metrics not recorded: {e}")
-        if run_dir is not None:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                self._jsonl = open(run_dir / "results.jsonl", "w", encoding="utf-8")  # noqa: SIM115
-            except OSError as e:
-                self._warn("run_dir", f"run folder {run_dir} not written: {e}")
-                self.run_dir = None
+        self.n_results = 0
         self.flush(force=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -423,6 +423,15 @@ class MetricsStore:
         """Record one finished item: a JSONL line now, a database row with the next batch."""
         if self._finished:
             return
+        self.n_results += 1
+        if self._jsonl is None and self.run_dir is not None:
+            # The folder appears with the first result: a run without evals leaves none.
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._jsonl = open(self.run_dir / "results.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+            except OSError as e:
+                self._warn("run_dir", f"run folder {self.run_dir} not written: {e}")
+                self.run_dir = None
         if self._jsonl is not None:
             try:
                 line = scrub({"run_id": self.run_id, **asdict(rec)})
@@ -433,7 +442,10 @@ class MetricsStore:
         if self.conn is not None:
             with self._lock:
                 self._pending.append(result_row(self.run_id, rec))
-                due = len(self._pending) >= FLUSH_EVERY_N or time.monotonic() - self._last_flush >= FLUSH_EVERY_S
+                due = (
+                    len(self._pending) >= FLUSH_EVERY_N
+                    or time.monotonic() - self._last_flush >= FLUSH_EVERY_S
+                )
             if due:
                 self.flush()
         self._emit_warnings()
@@ -525,6 +537,10 @@ class MetricsStore:
         }
 
         def write_end(conn: sqlite3.Connection) -> None:
+            if not self.n_results:
+                # No eval item reported (a plain test run, everything deselected): no record.
+                conn.execute("DELETE FROM runs WHERE id = ?", (self.run_id,))
+                return
             conn.execute(
                 f"UPDATE runs SET {', '.join(f'{k} = ?' for k in update)} WHERE id = ?",
                 [*update.values(), self.run_id],
@@ -541,7 +557,7 @@ class MetricsStore:
 
         if self.conn is not None and not self.flush(force=True, extra=write_end):
             self._warn("finish", f"the end of run {self.run_id} was not recorded in {self.db_path}")
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.n_results:
             self._write_summary(session, {**self._run_row, **update}, verdict_dict, aggregates)
         self.close()
         tracer = getattr(session, "tracer", None)
@@ -559,10 +575,14 @@ class MetricsStore:
             "format": SUMMARY_FORMAT,
             "version": SUMMARY_VERSION,
             "run": {
-                **{k: v for k, v in run.items() if k not in ("models", "model_specs", "datasets", "stats", "verdict")},
-                "models": json.loads(run["models"]),
-                "model_specs": json.loads(run["model_specs"]),
-                "datasets": json.loads(run["datasets"]),
+                **{
+                    k: v
+                    for k, v in run.items()
+                    if k not in ("models", "model_specs", "datasets", "stats", "verdict")
+                },
+                "models": json.loads(run.get("models") or "[]"),
+                "model_specs": json.loads(run.get("model_specs") or "{}"),
+                "datasets": json.loads(run.get("datasets") or "{}"),
                 "stats": json.loads(run["stats"]) if run.get("stats") else None,
                 "n_results": len(getattr(session, "results", {}) or {}),
             },

@@ -82,7 +82,9 @@ class Tracer:
             resource = Resource.create({"service.version": __version__})
             if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
                 resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
-        self.capture_content = _truthy(os.environ.get(CAPTURE_ENV)) if capture_content is None else capture_content
+        self.capture_content = (
+            _truthy(os.environ.get(CAPTURE_ENV)) if capture_content is None else capture_content
+        )
         self.exporter = exporter
         self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
@@ -116,8 +118,10 @@ class Tracer:
 
         end = time.time_ns()
         latency_ns = int(max(0.0, rec.latency_s or 0.0) * 1e9)
-        # A replayed (cached) completion may report a latency longer than the run so far.
-        start = max(self._start_ns, end - latency_ns)
+        start = end - latency_ns
+        if rec.cached:
+            # A replayed completion keeps its original latency, which may be longer than the run so far.
+            start = max(self._start_ns, start)
         item_span = self._tracer.start_span(
             "llmeval.item",
             context=set_span_in_context(self._run_span),
@@ -183,7 +187,10 @@ class Tracer:
                 attrs["gen_ai.input.messages"] = _text(
                     json.dumps(
                         [
-                            {"role": m.get("role", "user"), "parts": [{"type": "text", "content": m.get("content", "")}]}
+                            {
+                                "role": m.get("role", "user"),
+                                "parts": [{"type": "text", "content": m.get("content", "")}],
+                            }
                             for m in rec.messages
                         ],
                         ensure_ascii=False,
