@@ -226,18 +226,15 @@ class LLMEvalSession:
         self.server_urls = start_servers(wanted)
 
     def _open_outputs(self) -> None:
-        if self.config.getoption("no_metrics"):
-            return
-        try:
-            from .store import open_run
-
-            self.store, self.run_dir = open_run(self)
-        except ImportError:
-            self.store = None
         if os.environ.get("ENABLE_OTEL", "").lower() in ("1", "true", "yes") or self.config.getoption("otel"):
             from .tracing import Tracer
 
             self.tracer = Tracer.from_env()
+        if self.config.getoption("no_metrics"):
+            return
+        from .store import open_run
+
+        self.store, self.run_dir = open_run(self)
 
     # -- requests -----------------------------------------------------------
     def request_for(self, item: pytest.Item) -> tuple[str, Request]:
@@ -464,14 +461,13 @@ class LLMEvalSession:
         if self.is_worker:
             return
         self._stop_servers()
-        if not self.results:
-            if self.store is not None:
-                self.store.finish(self, complete=exitstatus in (0, 1))
-            return
-        self.aggregates = aggregate(list(self.results.values()))
-        self._run_gate(session)
+        if self.results:
+            self.aggregates = aggregate(list(self.results.values()))
+            self._run_gate(session)
         if self.store is not None:
             self.store.finish(self, complete=session.exitstatus in (0, 1) and not session.shouldstop)
+        if self.tracer is not None:
+            self.tracer.shutdown(self)
 
     def _stop_servers(self) -> None:
         if self.server_urls:

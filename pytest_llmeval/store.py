@@ -560,9 +560,6 @@ class MetricsStore:
         if self.run_dir is not None and self.n_results:
             self._write_summary(session, {**self._run_row, **update}, verdict_dict, aggregates)
         self.close()
-        tracer = getattr(session, "tracer", None)
-        if tracer is not None:
-            tracer.shutdown(session)
         self._emit_warnings()
 
     def _write_summary(
