@@ -74,6 +74,7 @@ class LLMEvalSession:
         self.started = time.time()
         self.saved_baseline: str | None = None
         self.estimate_lines: list[str] = []
+        load_dotenv(config.rootpath / ".env")
         explicit = _split_models(config.getoption("model") or [])
         self.explicit_models = bool(explicit)
         ini = _split_models([config.getini("llmeval_model") or ""])
@@ -588,6 +589,35 @@ class LLMEvalSession:
             self.estimate_lines.append(
                 f"  {model}: {n} items, ~{pt} prompt tokens, <= {ct} completion tokens, <= ${cost:.4f}"
             )
+
+
+def load_dotenv(path: Path) -> list[str]:
+    """Set variables from a ``.env`` file that the environment does not already set.
+
+    ``KEY=value`` lines, ``#`` comments, optional ``export`` and quotes. Values
+    are registered as secrets so that they are scrubbed from every output.
+    Returns the names it set.
+    """
+    from .redact import register_secret
+
+    if not path.is_file():
+        return []
+    set_names = []
+    for raw in path.read_text(encoding="utf-8-sig").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key) or not value:
+            continue
+        register_secret(value)
+        if key not in os.environ:
+            os.environ[key] = value
+            set_names.append(key)
+    return set_names
 
 
 def _is_eval_item(item: pytest.Item) -> bool:

@@ -209,3 +209,12 @@ def test_no_model_selected_is_a_clear_collection_error(pytester):
     pytester.makepyfile("def test_x(model):\n    pass\n")
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(["*test_x needs a model: pass --model NAME or set the llmeval_model ini key*"])
+
+
+def test_dotenv_supplies_a_missing_api_key(eval_project, monkeypatch):
+    monkeypatch.delenv("DOTENV_KEY", raising=False)
+    p = eval_project(CASES[:1], api_key_env="DOTENV_KEY")
+    p.path.joinpath(".env").write_text("# keys\nexport DOTENV_KEY='sk-test-dotenv-0123456789'\n")
+    result = p.runpytest("--model", "fake")
+    result.assert_outcomes(passed=1)
+    assert "sk-test-dotenv-0123456789" not in result.stdout.str()
