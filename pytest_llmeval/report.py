@@ -13,6 +13,7 @@ from escaped attributes, never from interpolated JavaScript.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections import defaultdict
@@ -44,8 +45,6 @@ _COLUMNS = (  # (data key, header, sortable)
 
 def esc(value: Any) -> str:
     """Text fit for HTML content and quoted attributes: secrets redacted, markup escaped."""
-    import html
-
     return html.escape(redact("" if value is None else str(value)), quote=True)
 
 
@@ -84,6 +83,8 @@ class HtmlReport:
         self.records: dict[str, CaseResult] = {}
         self.default_path: Path | None = None
         self._made_dir: Path | None = None
+        # Eval columns only where eval items can exist: every eval item needs a selected model.
+        self.columns = bool(session.selected)
         if _wants_default_report(config, session):
             # pytest-html reads these in its own pytest_configure, which runs after ours (tryfirst).
             run_dir = default_run_dir(config, session.run_id)
@@ -163,36 +164,43 @@ class HtmlReport:
             report.title = f"LLM eval report {self.session.run_id}"
 
     def pytest_html_results_table_header(self, cells: list[str]) -> None:
-        at = _index_after(cells, 'data-column-type="testId"')
+        if not self.columns:
+            return
+        at = _find(cells, 'data-column-type="testId"') + 1 or len(cells)
         for key, label, sortable in reversed(_COLUMNS):
             cls = ' class="sortable"' if sortable else ""
             cells.insert(at, f'<th{cls} data-column-type="{key}">{label}</th>')
 
     def pytest_html_results_table_row(self, report: Any, cells: list[str]) -> None:
-        test_at = _index_after(cells, 'class="col-testId"') - 1
+        test_at = _find(cells, 'class="col-testId"')
         if test_at >= 0:
             # pytest-html puts the node id in raw; a parametrize id may hold markup.
             when = getattr(report, "when", "call")
             suffix = "" if when in ("call", None) else f"::{when}"
             cells[test_at] = f'<td class="col-testId">{esc(report.nodeid + suffix)}</td>'
+        if not self.columns:
+            return
         rec = self.records.get(report.nodeid) or self.session.results.get(report.nodeid)
         new = row_cells(rec) if rec is not None else [f'<td class="col-{k}"></td>' for k, _, _ in _COLUMNS]
-        cells[test_at + 1 : test_at + 1] = new
+        at = test_at + 1 or len(cells)
+        cells[at:at] = new
 
     def pytest_html_results_table_html(self, report: Any, data: list[str]) -> None:
         # The log is escaped by pytest-html already; it may still quote a secret.
         data[:] = [redact(x) for x in data]
 
-    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str], session: Any) -> None:
+    def pytest_html_results_summary(
+        self, prefix: list[str], summary: list[str], postfix: list[str], session: Any
+    ) -> None:
         if self.session.results:
             postfix.append(render_summary(self.session))
 
 
-def _index_after(cells: list[str], marker: str) -> int:
+def _find(cells: list[str], marker: str) -> int:
     for i, c in enumerate(cells):
         if marker in str(c):
-            return i + 1
-    return len(cells)
+            return i
+    return -1
 
 
 def _is_eval(item: pytest.Item) -> bool:
@@ -219,9 +227,7 @@ def _num(v: float | None, fmt: str = "{:.3f}") -> str:
 def row_cells(rec: CaseResult) -> list[str]:
     """The eval columns of one results-table row; the model cell carries the filter attributes."""
     tags_json = json.dumps(list(rec.tags), ensure_ascii=False)
-    attrs = (
-        f'data-llm-model="{esc(rec.model)}" data-llm-tags="{esc(tags_json)}" data-llm-outcome="{esc(rec.outcome)}"'
-    )
+    attrs = f'data-llm-model="{esc(rec.model)}" data-llm-tags="{esc(tags_json)}" data-llm-outcome="{esc(rec.outcome)}"'
     cost = "–" if not rec.cost else f"${rec.cost:.4f}"
     return [
         f'<td class="col-model" {attrs}>{esc(rec.model)}</td>',
@@ -269,7 +275,9 @@ def _messages(messages: Sequence[Any] | None) -> str:
             role, content = m
         else:
             role, content = "?", m
-        out.append(f'<div class="llm-msg"><span class="llm-role">{esc(role)}</span>{fold(_as_text(content))}</div>')
+        out.append(
+            f'<div class="llm-msg"><span class="llm-role">{esc(role)}</span>{fold(_as_text(content))}</div>'
+        )
     return "".join(out)
 
 
@@ -317,14 +325,18 @@ def render_details(rec: CaseResult) -> str:
     if rec.error:
         parts.append(f'<h4>Error</h4><pre class="llm-text llm-error">{esc(rec.error)}</pre>')
     parts.append('<div class="llm-grid">')
-    parts.append(f'<section><h4>Output</h4>{fold(rec.output) if rec.output is not None else "<p class=llm-muted>no output</p>"}</section>')
+    parts.append(
+        f"<section><h4>Output</h4>{fold(rec.output) if rec.output is not None else '<p class=llm-muted>no output</p>'}</section>"
+    )
     expected = "<p class=llm-muted>none</p>" if rec.expected is None else fold(_as_text(rec.expected))
     parts.append(f"<section><h4>Expected</h4>{expected}</section>")
     parts.append("</div>")
     parts.append(f"<h4>Scores</h4>{_scores_table(rec.scores)}")
     judged = [s for s in rec.scores if str(s.get("name", "")).startswith("judge") and s.get("explanation")]
     for s in judged:
-        parts.append(f"<h4>Judge reasoning ({esc(s.get('name'))})</h4>{fold(s.get('explanation'), open_=True)}")
+        parts.append(
+            f"<h4>Judge reasoning ({esc(s.get('name'))})</h4>{fold(s.get('explanation'), open_=True)}"
+        )
     n = len(rec.messages or ())
     parts.append(
         f'<details class="llm-prompt"><summary>Prompt ({n} message{"s" if n != 1 else ""})</summary>'
@@ -361,7 +373,9 @@ def render_summary(session: Any) -> str:
     parts.append(_gate_section(session))
     agreement = getattr(session, "judge_agreement", None)
     if agreement:
-        parts.append(f'<p class="llm-judge-agreement">Judge agreement with people: <b>{esc(agreement)}</b></p>')
+        parts.append(
+            f'<p class="llm-judge-agreement">Judge agreement with people: <b>{esc(agreement)}</b></p>'
+        )
     parts.append(_charts(session, groups))
     parts.append(_filters(results))
     parts.append(side_by_side(results))
@@ -399,7 +413,8 @@ def _aggregates_table(session: Any, groups: dict[tuple[str, str], list[CaseResul
     for a in session.aggregates:
         mm = _mean_main(groups.get((a.test, a.model), []))
         scores = ", ".join(
-            f"{esc(k)} {v:.3f}" + (f" (rate {a.rates[k]:.0%})" if k in a.rates else "") for k, v in a.scores.items()
+            f"{esc(k)} {v:.3f}" + (f" (rate {a.rates[k]:.0%})" if k in a.rates else "")
+            for k, v in a.scores.items()
         )
         rows.append(
             f"<tr><td title='{esc(a.test)}'>{esc(_short_test(a.test))}</td><td>{esc(a.model)}</td><td>{a.n}</td>"
@@ -416,7 +431,7 @@ def _gate_section(session: Any) -> str:
     v = session.verdict
     if v is None:
         return ""
-    parts = ['<h3>Against the baseline</h3>']
+    parts = ["<h3>Against the baseline</h3>"]
     if v.rows:
         head = (
             "<tr><th>test [model]</th><th>metric</th><th>baseline</th><th>current</th>"
@@ -451,12 +466,15 @@ SERIES_COLORS = {
 }
 
 
-def bar_chart(chart_id: str, title: str, rows: list[tuple[str, list[tuple[str, float | None, str]]]], vmax: float) -> str:
+def bar_chart(
+    chart_id: str, title: str, rows: list[tuple[str, list[tuple[str, float | None, str]]]], vmax: float
+) -> str:
     """A horizontal grouped bar chart as inline SVG.
 
     ``rows``: (label, [(series, value, shown text)]) per group; bars scale to ``vmax``.
     """
-    label_w, bar_w, right = 230, 380, 70
+    longest = max((min(len(label), 34) for label, _ in rows), default=1)
+    label_w, bar_w, right = max(70, min(230, int(6.5 * longest) + 16)), 380, 70
     bar_h, gap, top = 13, 10, 34
     series = list(dict.fromkeys(s for _, bars in rows for s, _, _ in bars))
     height = top + sum(len(b) * bar_h + gap for _, b in rows) + 6
@@ -488,7 +506,9 @@ def bar_chart(chart_id: str, title: str, rows: list[tuple[str, list[tuple[str, f
                 f'<rect class="llm-bar" data-series="{esc(s)}" x="{label_w}" y="{y}" width="{w:.1f}" '
                 f'height="{bar_h - 2}" fill="{color}"><title>{esc(label)} {esc(s)}: {esc(text)}</title></rect>'
             )
-            out.append(f'<text x="{label_w + w + 4:.1f}" y="{y + bar_h - 3}" class="llm-chart-value">{esc(text)}</text>')
+            out.append(
+                f'<text x="{label_w + w + 4:.1f}" y="{y + bar_h - 3}" class="llm-chart-value">{esc(text)}</text>'
+            )
             y += bar_h
         y += gap
     out.append(f'<line x1="{label_w}" y1="{top - 4}" x2="{label_w}" y2="{height - 4}" stroke="#999"/>')
@@ -538,7 +558,9 @@ def _charts(session: Any, groups: dict[tuple[str, str], list[CaseResult]]) -> st
 def _filters(results: dict[str, CaseResult]) -> str:
     models = list(dict.fromkeys(r.model for r in results.values()))
     tags = sorted({str(t) for r in results.values() for t in r.tags})
-    outcomes = [o for o in ("passed", "failed", "error", "skipped") if any(r.outcome == o for r in results.values())]
+    outcomes = [
+        o for o in ("passed", "failed", "error", "skipped") if any(r.outcome == o for r in results.values())
+    ]
 
     def select(name: str, label: str, values: list[str]) -> str:
         opts = "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)
@@ -587,7 +609,7 @@ def side_by_side(results: dict[str, CaseResult]) -> str:
             rows.append(
                 f'<tr class="llm-sbs-row{" llm-differs" if differ else ""}" data-llm-tags="{esc(tags)}" '
                 f'data-llm-outcomes="{esc(outs)}"><td><b>{esc(cid)}</b><br><span class="llm-muted">'
-                f'{esc(", ".join(map(str, any_rec.tags)))}</span></td>{"".join(cells)}</tr>'
+                f"{esc(', '.join(map(str, any_rec.tags)))}</span></td>{''.join(cells)}</tr>"
             )
         open_ = " open" if len(cases) <= 40 else ""
         parts.append(
