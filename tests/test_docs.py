@@ -1,0 +1,106 @@
+"""The documentation's files and commands, executed: the docs cannot rot.
+
+Every ``bash`` block line in docs/adding_tasks.md and docs/quickstart.md is
+either run here (in a scratch copy of the project) or listed in
+``RUN_ELSEWHERE`` with the place that runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Commands that this file does not run, and where they are exercised instead.
+RUN_ELSEWHERE = {
+    "make eval": ".ci/run runs it against the committed baseline",
+    "make test": ".ci/run runs it",
+}
+
+pytestmark = pytest.mark.slow
+
+
+def blocks(doc: str) -> list[tuple[str | None, str, str]]:
+    """(file annotation, language, body) for every fenced block of a markdown file."""
+    text = (ROOT / "docs" / doc).read_text()
+    out = []
+    for m in re.finditer(r"(?:<!-- file: (\S+) -->\n)?```(\w*)\n(.*?)```", text, re.DOTALL):
+        out.append((m.group(1), m.group(2), m.group(3)))
+    return out
+
+
+def commands(doc: str) -> list[str]:
+    cmds = []
+    for _, lang, body in blocks(doc):
+        if lang == "bash":
+            for line in body.splitlines():
+                line = line.split("  #")[0].strip()
+                if line and not line.startswith("#"):
+                    cmds.append(line)
+    return cmds
+
+
+def scratch_project(tmp_path: Path) -> Path:
+    proj = tmp_path / "proj"
+    (proj / "evals").mkdir(parents=True)
+    shutil.copy(ROOT / "pyproject.toml", proj / "pyproject.toml")
+    shutil.copy(ROOT / "evals" / "models.yaml", proj / "evals" / "models.yaml")
+    shutil.copytree(ROOT / "evals" / "starter", proj / "evals" / "starter")
+    return proj
+
+
+def run(cmd: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    argv = shlex.split(cmd)
+    if argv[0].startswith(".venv/bin/"):
+        argv[0] = str(BIN / argv[0].removeprefix(".venv/bin/"))
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def test_adding_tasks_walkthrough_produces_a_gated_task(tmp_path):
+    proj = scratch_project(tmp_path)
+    files = [(name, body) for name, _, body in blocks("adding_tasks.md") if name]
+    assert {n for n, _ in files} == {
+        "evals/capitals/cases.jsonl", "evals/capitals/prompt.md", "evals/capitals/test_capitals.py"}
+    for name, body in files:
+        (proj / name).parent.mkdir(parents=True, exist_ok=True)
+        (proj / name).write_text(body)
+    cmds = commands("adding_tasks.md")
+    assert len(cmds) == 3
+    for cmd in cmds:
+        out = run(cmd, proj)
+        assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-3000:]
+        assert "test_capitals.py::test_capital [smollm2]: n=3" in out.stdout
+    baseline = json.loads((proj / "evals" / "baseline.json").read_text())
+    assert set(baseline["entries"]["evals/capitals/test_capitals.py::test_capital"]["smollm2"]["cases"]) == {
+        "fr", "jp", "au"}
+    assert "gate: PASSED" in out.stdout and out.returncode == 0
+
+
+def test_quickstart_commands_run(tmp_path):
+    proj = scratch_project(tmp_path)
+    cmds = commands("quickstart.md")
+    ran = 0
+    for cmd in cmds:
+        if cmd in RUN_ELSEWHERE:
+            continue
+        out = run(cmd, proj)
+        assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        ran += 1
+    assert ran >= 4
+
+
+def test_every_readme_command_is_accounted_for():
+    readme = (ROOT / "README.md").read_text()
+    first = re.search(r"```bash\n(.*?)```", readme, re.DOTALL).group(1).split("\n")
+    lines = [ln.split("#")[0].strip() for ln in first if ln.strip()]
+    assert lines == ["make eval", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci and "make eval" in ci
