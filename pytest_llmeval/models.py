@@ -140,8 +140,9 @@ def _check_type(where: str, key: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise bad("true or false")
     elif t == "int":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise bad("a positive integer")
+        low = 0 if key == "max_retries" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad("a non-negative integer" if low == 0 else "a positive integer")
     elif t == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise bad("a non-negative number")

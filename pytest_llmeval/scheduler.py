@@ -22,6 +22,7 @@ from typing import Any
 from .backends.base import Backend, Completion, Request
 from .cache import ResponseCache
 from .errors import BudgetExceeded, LLMEvalError, ModelCallError
+from .redact import redact
 
 WINDOW_BATCHES = 4  # batches looked ahead when grouping prompts by length
 
@@ -350,6 +351,9 @@ class _Lane:
             self._done(job, comp)
 
     def _done(self, job: Job, comp: Completion) -> None:
+        # Model output is untrusted: a secret it echoes must not reach the cache,
+        # the records, the report or a trace, so it is scrubbed here, once.
+        comp.text = redact(comp.text)
         if self.sched.cache is not None:
             try:
                 self.sched.cache.put(job.request.key(self.identity), comp)
@@ -381,7 +385,7 @@ def _batches(jobs: list[Job], size: int, backend: Backend) -> list[list[Job]]:
 
 def _describe(exc: BaseException) -> str:
     """A one-line cause: the exception type and message, without secrets or huge bodies."""
-    msg = str(exc).splitlines()[0] if str(exc) else ""
+    msg = redact(str(exc).splitlines()[0]) if str(exc) else ""
     if len(msg) > 300:
         msg = msg[:300] + "..."
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__

@@ -33,9 +33,15 @@ class Score:
 
     def message(self) -> str:
         """A failure message that shows what was expected and what was got."""
+        from ..redact import safe_terminal
+
         bound = f" (needs >= {self.threshold:g})" if self.threshold is not None else ""
         head = f"{self.name} = {self.value:.3f}{bound}"
-        return f"{head}\n{_indent(self.explanation)}" if self.explanation else head
+        if not self.explanation:
+            return head
+        # Explanations quote model output: no escape sequence may reach the terminal.
+        lines = [safe_terminal(line, 400) for line in self.explanation.splitlines()[:40]]
+        return f"{head}\n{_indent(chr(10).join(lines))}"
 
 
 class ScoreFailure(AssertionError):
