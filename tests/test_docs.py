@@ -68,7 +68,10 @@ def test_adding_tasks_walkthrough_produces_a_gated_task(tmp_path):
     proj = scratch_project(tmp_path)
     files = [(name, body) for name, _, body in blocks("adding_tasks.md") if name]
     assert {n for n, _ in files} == {
-        "evals/capitals/cases.jsonl", "evals/capitals/prompt.md", "evals/capitals/test_capitals.py"}
+        "evals/capitals/cases.jsonl",
+        "evals/capitals/prompt.md",
+        "evals/capitals/test_capitals.py",
+    }
     for name, body in files:
         (proj / name).parent.mkdir(parents=True, exist_ok=True)
         (proj / name).write_text(body)
@@ -80,7 +83,10 @@ def test_adding_tasks_walkthrough_produces_a_gated_task(tmp_path):
         assert "test_capitals.py::test_capital [smollm2]: n=3" in out.stdout
     baseline = json.loads((proj / "evals" / "baseline.json").read_text())
     assert set(baseline["entries"]["evals/capitals/test_capitals.py::test_capital"]["smollm2"]["cases"]) == {
-        "fr", "jp", "au"}
+        "fr",
+        "jp",
+        "au",
+    }
     assert "gate: PASSED" in out.stdout and out.returncode == 0
 
 

@@ -26,7 +26,9 @@ TEST_FILE = (
 
 def _project(pytester: pytest.Pytester, base_url: str, n: int, **model: object) -> pytest.Pytester:
     pytester.makefile(".yaml", models=models_yaml(base_url, **model))
-    rows = [json.dumps({"id": f"c{i:03d}", "prompt": f"answer {i}", "expected": f"answer {i}"}) for i in range(n)]
+    rows = [
+        json.dumps({"id": f"c{i:03d}", "prompt": f"answer {i}", "expected": f"answer {i}"}) for i in range(n)
+    ]
     pytester.path.joinpath("cases.jsonl").write_text("\n".join(rows) + "\n")
     pytester.makeini(
         "[pytest]\nllmeval_models_file = models.yaml\nllmeval_cache_path = cache.sqlite\n"
@@ -49,7 +51,9 @@ def test_fault_storm_loses_and_duplicates_nothing(pytester):
     """150 cases, 30% of requests answered with 429/500/503/slow/reset/truncated."""
     with FakeOpenAIServer(fault_rate=0.3, retry_after=0.05, slow_seconds=2.5, seed=7) as srv:
         p = _project(pytester, srv.base_url, 150, timeout=1.0, max_retries=1, max_concurrency=16)
-        r = p.runpytest("--model", "fake", "--cache", "off", "--fail-under", "pass_rate=0.0", "-p", "no:randomly")
+        r = p.runpytest(
+            "--model", "fake", "--cache", "off", "--fail-under", "pass_rate=0.0", "-p", "no:randomly"
+        )
         outcomes = r.parseoutcomes()
         injected = dict(srv.injected)
     passed, failed, errors = outcomes.get("passed", 0), outcomes.get("failed", 0), outcomes.get("errors", 0)
@@ -74,8 +78,10 @@ def test_fault_storm_loses_and_duplicates_nothing(pytester):
     # The gate refuses a run with errors.
     assert r.ret == 1
     r.stdout.fnmatch_lines(["*gate: FAILED: *item(s) errored; missing data cannot pass the gate*"])
-    print(f"faults injected {injected}, items 150, passed {passed}, failed {failed}, errors {errors}, "
-          f"retries {retries}, lost 0, duplicated 0")
+    print(
+        f"faults injected {injected}, items 150, passed {passed}, failed {failed}, errors {errors}, "
+        f"retries {retries}, lost 0, duplicated 0"
+    )
 
 
 @pytest.mark.slow
@@ -84,7 +90,9 @@ def test_sigkill_during_generation_leaves_usable_database_and_cache(pytester):
         p = _project(pytester, srv.base_url, 60, max_concurrency=2)
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest", "--model", "fake", "-p", "no:cacheprovider"],
-            cwd=p.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=p.path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and srv.completed < 12:
@@ -135,8 +143,13 @@ def test_sigkill_during_baseline_save_leaves_old_or_new_file(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b'{"id": "a", "prompt": "x"}\n' + b'{"id": "b", "prompt": "' + b"y" * (10 * 1024 * 1024) + b'"}\n',
-         "*cases.jsonl:2: line is 104857* bytes, over the 4194304 byte limit*"),
+        (
+            b'{"id": "a", "prompt": "x"}\n'
+            + b'{"id": "b", "prompt": "'
+            + b"y" * (10 * 1024 * 1024)
+            + b'"}\n',
+            "*cases.jsonl:2: line is 104857* bytes, over the 4194304 byte limit*",
+        ),
         (b'{"id": "a", "prompt": "\xff\xfe"}\n', "*cases.jsonl:1: not valid UTF-8*"),
         (b'{"id": "a", "tags": [1], "prompt": "x"}\n', "*cases.jsonl:1: 'tags' must be a list of strings*"),
         (b'{"id": "a b", "prompt": "x"}\n', "*cases.jsonl:1: id 'a b' may only contain*"),
@@ -163,14 +176,26 @@ def test_canary_key_appears_nowhere(pytester, monkeypatch):
     with FakeOpenAIServer(leaky) as srv:
         p = _project(pytester, srv.base_url, 3, api_key_env="CANARY_API_KEY")
         r = p.runpytest_subprocess(
-            "--model", "fake", "--junitxml=junit.xml", "-o", "junit_family=xunit1", "--log-level=DEBUG", "-rA",
-            "--output", "run",
+            "--model",
+            "fake",
+            "--junitxml=junit.xml",
+            "-o",
+            "junit_family=xunit1",
+            "--log-level=DEBUG",
+            "-rA",
+            "--output",
+            "run",
         )
         sent = [h.get("Authorization") or h.get("authorization") for h in srv.headers]
     assert sent and all(s == f"Bearer {CANARY}" for s in sent)  # the key did reach the server
     r.assert_outcomes(failed=3)
     texts = {"stdout": r.stdout.str(), "stderr": r.stderr.str()}
-    for f in [p.path / "junit.xml", *(p.path / "run").rglob("*"), p.path / "metrics.db", p.path / "cache.sqlite"]:
+    for f in [
+        p.path / "junit.xml",
+        *(p.path / "run").rglob("*"),
+        p.path / "metrics.db",
+        p.path / "cache.sqlite",
+    ]:
         if f.is_file():
             texts[str(f)] = f.read_bytes().decode("utf-8", "replace")
     for wal in p.path.glob("*-wal"):

@@ -16,7 +16,9 @@ CHECK = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "c
 def _validate(*files: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CHECK, "--builtin-schema", "vendor.github-workflows", *map(str, files)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
