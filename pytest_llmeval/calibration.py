@@ -182,13 +182,15 @@ class JudgeRunner:
 
     def generate_many(self, model: str, jobs: list[tuple[list[dict[str, str]], dict[str, Any]]]) -> list[str]:
         """Reply texts for (messages, params) pairs, in order. A failed call raises."""
-        futures = []
         base = self.specs[model].params
+        keyed = []
         for messages, params in jobs:
             self._n += 1
-            key = f"__calibration__/{id(self)}/{self._n}"
-            futures.append(self.scheduler.submit(key, model, Request.make(messages, **{**base, **params})))
-        return [f.result().text for f in futures]
+            keyed.append(
+                (f"__calibration__/{id(self)}/{self._n}", model, Request.make(messages, **{**base, **params}))
+            )
+        self.scheduler.submit_many(keyed)  # all at once, so batch backends form full batches
+        return [self.scheduler.jobs[key].future.result().text for key, _, _ in keyed]
 
     def close(self) -> None:
         if not self._owned:
@@ -373,22 +375,39 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pytest_llmeval.calibration",
         description="Measure how well a judge model agrees with human scores on a calibration set.",
     )
-    parser.add_argument("--judge", default=None, help="judge model from the models file "
-                        "(default: gpt-4o-mini with its key set, else smollm2)")
-    parser.add_argument("--calibration", required=True, help="JSONL with answer, human_score and the judge's fields")
+    parser.add_argument(
+        "--judge",
+        default=None,
+        help="judge model from the models file (default: gpt-4o-mini with its key set, else smollm2)",
+    )
+    parser.add_argument(
+        "--calibration", required=True, help="JSONL with answer, human_score and the judge's fields"
+    )
     parser.add_argument("--rubric", required=True, help="rubric file")
     parser.add_argument("--models-file", default=DEFAULT_MODELS_FILE, help=f"default {DEFAULT_MODELS_FILE}")
-    parser.add_argument("--repeats", type=int, default=3, help="sampled verdicts per item for self-consistency")
-    parser.add_argument("--output", default=None,
-                        help="JSON report (default data/judge_calibration-<judge>.json, where pytest looks)")
-    parser.add_argument("--cache-path", default=DEFAULT_CACHE, help=f"response cache (default {DEFAULT_CACHE})")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="sampled verdicts per item for self-consistency"
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="JSON report (default data/judge_calibration-<judge>.json, where pytest looks)",
+    )
+    parser.add_argument(
+        "--cache-path", default=DEFAULT_CACHE, help=f"response cache (default {DEFAULT_CACHE})"
+    )
     parser.add_argument("--cache", default="rw", choices=("rw", "ro", "off", "refresh"), help="cache mode")
     args = parser.parse_args(argv)
     try:
         judge = args.judge or default_judge_model(load_models(args.models_file))
         report = run_calibration(
-            args.models_file, judge, args.calibration, args.rubric, args.repeats,
-            cache_path=args.cache_path, cache_mode=args.cache,
+            args.models_file,
+            judge,
+            args.calibration,
+            args.rubric,
+            args.repeats,
+            cache_path=args.cache_path,
+            cache_mode=args.cache,
         )
     except LLMEvalError as e:
         print(f"error: {e}", file=sys.stderr)

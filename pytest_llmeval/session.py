@@ -465,6 +465,12 @@ class LLMEvalSession:
         if self.results:
             self.aggregates = aggregate(list(self.results.values()))
             self._run_gate(session)
+            if getattr(self, "judge_agreement", None) is None and any(
+                "judge" in a.scores for a in self.aggregates
+            ):
+                from .judge import session_agreement_note  # xdist: the judge ran in the workers
+
+                self.judge_agreement = session_agreement_note(self)
         if self.store is not None:
             self.store.finish(self, complete=session.exitstatus in (0, 1) and not session.shouldstop)
         if self.tracer is not None:

@@ -22,6 +22,7 @@ from ._base import Score, make_score, record
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
 _MISSING = object()
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
 
 def normalize_text(value: Any) -> str:
@@ -43,7 +44,12 @@ def _as_number(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
-        s = value.strip().replace(",", "")
+        s = value.strip()
+        if "," in s:
+            # Only thousands separators ("1,200"); a decimal comma ("1,2") is not read as 12.
+            if not _THOUSANDS.fullmatch(s):
+                return None
+            s = s.replace(",", "")
         try:
             return float(s)
         except ValueError:
@@ -67,6 +73,10 @@ def values_equal(got: Any, expected: Any, rel_tol: float = 1e-6) -> bool:
     return got == expected
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def json_valid(text: str, *, strip_fences: bool = False, at_least: float = 1.0) -> Any:
     """Parse ``text`` as JSON strictly; return the value, or None when invalid.
 
@@ -82,7 +92,7 @@ def json_valid(text: str, *, strip_fences: bool = False, at_least: float = 1.0) 
         if m:
             src = m.group(1).strip()
     try:
-        value = json.loads(src)
+        value = json.loads(src, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
         snippet = src[:120].replace("\n", "\\n")
         record(make_score(name, 0.0, at_least, f"not JSON ({e}); output starts: {snippet!r}"))
@@ -212,6 +222,11 @@ def exact_match(
     return record(make_score("exact_match", 1.0 if ok else 0.0, at_least, expl))
 
 
+def _nfc_space(value: Any) -> str:
+    """Like normalize_text but keeps case."""
+    return " ".join(unicodedata.normalize("NFC", str(value)).split())
+
+
 def contains(
     text: str,
     needles: str | list[str],
@@ -223,10 +238,11 @@ def contains(
     """Share of ``needles`` found in ``text``; ``mode='any'`` scores 1 if any is found."""
     __tracebackhide__ = True
     items = [needles] if isinstance(needles, str) else list(needles)
-    hay = text if case_sensitive else normalize_text(text)
-    found = [n for n in items if (n if case_sensitive else normalize_text(n)) in hay]
+    norm = _nfc_space if case_sensitive else normalize_text
+    hay = norm(text)
+    found = [n for n in items if norm(n) in hay]
     missing = [n for n in items if n not in found]
-    value = (1.0 if found else 0.0) if mode == "any" else len(found) / max(len(items), 1)
+    value = (1.0 if found else 0.0) if mode == "any" else (len(found) / len(items) if items else 1.0)
     threshold = at_least if at_least is not None else 1.0
     expl = f"missing: {', '.join(map(repr, missing))}" if missing else ""
     return record(make_score("contains", value, threshold, expl))
@@ -271,7 +287,8 @@ def key_facts(text: str, facts: list[str], *, at_least: float = 1.0) -> Score:
     missing = []
     for fact in facts:
         needle = _norm_fact_text(fact).strip().rstrip(".")
-        if not re.search(r"(?<![\w])" + re.escape(needle) + r"(?![\w])", hay):
+        # Whole words; and a number is not found inside a decimal ("5" in "1.5", "1" in "1.5").
+        if not re.search(r"(?<!\w)(?<!\d\.)" + re.escape(needle) + r"(?!\w)(?!\.\d)", hay):
             missing.append(fact)
     value = 1.0 - len(missing) / len(facts) if facts else 1.0
     expl = f"missing: {', '.join(map(repr, missing))}" if missing else ""
