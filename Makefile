@@ -1,6 +1,7 @@
 # The two commands of the README, plus helpers. Each target does its own set-up.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+EVALS ?= evals
 
 .PHONY: setup eval test test-fast lint bench
 
@@ -8,7 +9,7 @@ setup:
 	@bash scripts/setup.sh
 
 eval: setup  ## run the eval suites on the embedded model and write the HTML report
-	$(PY) -m pytest evals --model smollm2 $(ARGS)
+	$(PY) -m pytest $(EVALS) --model smollm2 $(ARGS)
 
 test: setup  ## the whole test suite, slow tests included (what CI runs)
 	$(PY) -m pytest tests -n 2 $(ARGS)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Commands that this file does not run, and where they are exercised instead.
 RUN_ELSEWHERE = {
-    "make eval": ".ci/run runs it against the committed baseline",
+    "make eval": ".ci/run runs it (on evals/starter) against the committed baseline",
     "make test": ".ci/run runs it",
 }
 
