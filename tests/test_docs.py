@@ -54,6 +54,7 @@ def scratch_project(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "pyproject.toml", proj / "pyproject.toml")
     shutil.copy(ROOT / "evals" / "models.yaml", proj / "evals" / "models.yaml")
     shutil.copytree(ROOT / "evals" / "starter", proj / "evals" / "starter")
+    shutil.copy(ROOT / "evals" / "baseline.json", proj / "evals" / "baseline.json")
     return proj
 
 
@@ -82,6 +83,7 @@ def test_adding_tasks_walkthrough_produces_a_gated_task(tmp_path):
         assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-3000:]
         assert "test_capitals.py::test_capital [smollm2]: n=3" in out.stdout
     baseline = json.loads((proj / "evals" / "baseline.json").read_text())
+    assert "evals/starter/test_starter.py::test_name_age" in baseline["entries"]  # other tasks' entries kept
     assert set(baseline["entries"]["evals/capitals/test_capitals.py::test_capital"]["smollm2"]["cases"]) == {
         "fr",
         "jp",
