@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, LLMEvalError
+from .scorers import Score, make_score, record
 
 DEFAULT_JUDGE = "smollm2"
 API_JUDGE = "gpt-4o-mini"
@@ -412,7 +413,7 @@ class Judge:
         samples: int | None = None,
         aggregate: str = "majority",
         **fields: Any,
-    ) -> Any:
+    ) -> Score:
         """Grade ``answer`` 1-5 with ``rubric`` and record a ``judge`` Score (fails below ``at_least``).
 
         ``fields`` (question, context, reference, ...) are shown to the judge as
@@ -421,8 +422,6 @@ class Judge:
         the lower score, or "mean"). An unreadable verdict raises JudgeError.
         """
         __tracebackhide__ = True
-        from .scorers import make_score, record
-
         if aggregate not in ("majority", "mean"):
             raise ValueError(f"aggregate must be 'majority' or 'mean', got {aggregate!r}")
         if samples is not None and samples < 1:
