@@ -452,3 +452,96 @@ def evaluate(session: Any, baseline_path: str | None) -> Verdict:
         require_baseline=cfg.getoption("require_baseline"),
         datasets=session.datasets,
     )
+
+
+# -- model versus model in one run ------------------------------------------------
+@dataclass
+class ModelComparison:
+    """``model`` against the run's reference model on the cases of ``test`` that both ran.
+
+    The same statistics as the gate: exact McNemar on the discordant pass/fail
+    pairs, paired bootstrap 95% intervals for the pass-rate and main-score deltas.
+    """
+
+    test: str
+    reference: str
+    model: str
+    n: int
+    ref_pass_rate: float
+    pass_rate: float
+    pass_ci: tuple[float, float]
+    only_model: int  # cases this model passes and the reference fails
+    only_reference: int
+    p_value: float
+    ref_score: float | None = None
+    score: float | None = None
+    score_ci: tuple[float, float] | None = None
+
+    @property
+    def delta(self) -> float:
+        return self.pass_rate - self.ref_pass_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["delta"] = self.delta
+        return d
+
+    def line(self) -> str:
+        text = (
+            f"{self.test}: {self.model} vs {self.reference} on {self.n} shared cases: pass rate "
+            f"{self.pass_rate:.1%} vs {self.ref_pass_rate:.1%}, delta {self.delta * 100:+.1f} points "
+            f"[95% CI {self.pass_ci[0] * 100:+.1f}, {self.pass_ci[1] * 100:+.1f}], "
+            f"McNemar p={_fmt_p(self.p_value)} ({self.only_model} won, {self.only_reference} lost)"
+        )
+        if self.score is not None and self.ref_score is not None and self.score_ci is not None:
+            text += (
+                f"; main score {self.score:.3f} vs {self.ref_score:.3f} "
+                f"[95% CI {self.score_ci[0]:+.3f}, {self.score_ci[1]:+.3f}]"
+            )
+        return text
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def compare_models(aggregates: list[Any], order: list[str] | None = None) -> list[ModelComparison]:
+    """Each further model of a test against the first (``--model A --model B``: B vs A).
+
+    ``order`` is the models in command-line order; without it, first-seen order.
+    """
+    rank = {m: i for i, m in enumerate(order or [])}
+    by_test: dict[str, list[Any]] = {}
+    for a in sorted(aggregates, key=lambda a: rank.get(a.model, len(rank))):
+        by_test.setdefault(a.test, []).append(a)
+    out = []
+    for test, aggs in by_test.items():
+        ref = aggs[0]
+        for a in aggs[1:]:
+            shared = [c for c in ref.cases if c in a.cases]
+            if not shared:
+                continue
+            rp = [float(ref.cases[c]["passed"]) for c in shared]
+            cp = [float(a.cases[c]["passed"]) for c in shared]
+            won = sum(1 for x, y in zip(rp, cp, strict=True) if y and not x)
+            lost = sum(1 for x, y in zip(rp, cp, strict=True) if x and not y)
+            mc = ModelComparison(
+                test=test,
+                reference=ref.model,
+                model=a.model,
+                n=len(shared),
+                ref_pass_rate=sum(rp) / len(shared),
+                pass_rate=sum(cp) / len(shared),
+                pass_ci=bootstrap_delta(rp, cp),
+                only_model=won,
+                only_reference=lost,
+                p_value=mcnemar_exact(lost, won),
+            )
+            pairs = [(ref.cases[c].get("score"), a.cases[c].get("score")) for c in shared]
+            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+            if pairs:
+                mc.ref_score = sum(x for x, _ in pairs) / len(pairs)
+                mc.score = sum(y for _, y in pairs) / len(pairs)
+                mc.score_ci = bootstrap_delta([x for x, _ in pairs], [y for _, y in pairs])
+            out.append(mc)
+    return out

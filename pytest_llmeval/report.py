@@ -371,6 +371,7 @@ def render_summary(session: Any) -> str:
     parts.append(_verdict_badge(session))
     parts.append(_aggregates_table(session, groups))
     parts.append(_gate_section(session))
+    parts.append(_comparisons_section(session))
     agreement = getattr(session, "judge_agreement", None)
     if agreement:
         parts.append(
@@ -455,6 +456,31 @@ def _gate_section(session: Any) -> str:
     for reason in v.reasons:
         parts.append(f'<p class="llm-note llm-failed">gate failed: {esc(reason)}</p>')
     return "".join(parts)
+
+
+def _comparisons_section(session: Any) -> str:
+    comps = getattr(session, "model_comparisons", None) or []
+    if not comps:
+        return ""
+    head = (
+        "<tr><th>test</th><th>model vs reference</th><th>shared cases</th><th>pass rate</th>"
+        "<th>delta [95% CI]</th><th>won / lost</th><th>McNemar p</th><th>main score [95% CI of delta]</th></tr>"
+    )
+    rows = []
+    for mc in comps:
+        score = ""
+        if mc.score is not None and mc.ref_score is not None and mc.score_ci is not None:
+            score = f"{mc.score:.3f} vs {mc.ref_score:.3f} [{mc.score_ci[0]:+.3f}, {mc.score_ci[1]:+.3f}]"
+        rows.append(
+            f"<tr><td>{esc(_short_test(mc.test))}</td><td>{esc(mc.model)} vs {esc(mc.reference)}</td>"
+            f"<td>{mc.n}</td><td>{mc.pass_rate:.1%} vs {mc.ref_pass_rate:.1%}</td>"
+            f"<td>{mc.delta * 100:+.1f} pts [{mc.pass_ci[0] * 100:+.1f}, {mc.pass_ci[1] * 100:+.1f}]</td>"
+            f"<td>{mc.only_model} / {mc.only_reference}</td><td>{mc.p_value:.2g}</td><td>{score}</td></tr>"
+        )
+    return (
+        '<h3>Models compared on the same cases (paired)</h3>'
+        f'<table class="llm-table" id="llm-model-comparison">{head}{"".join(rows)}</table>'
+    )
 
 
 # -- charts ------------------------------------------------------------------------------------

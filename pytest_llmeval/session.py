@@ -19,6 +19,7 @@ import pytest
 from .backends.base import Backend, Completion, Request
 from .dataset import Case, DatasetError, file_hash, load_cases
 from .errors import BudgetExceeded, ConfigError, LLMEvalError, TemplateError
+from .gate import ModelComparison, compare_models
 from .models import ModelSpec, builtin_backends, load_models
 from .prompts import default_messages, load_template
 from .redact import redact, safe_terminal
@@ -54,6 +55,7 @@ class LLMEvalSession:
         self.scheduler: Any = None
         self.results: dict[str, CaseResult] = {}
         self.aggregates: list[Aggregate] = []
+        self.model_comparisons: list[ModelComparison] = []
         self.verdict: Any = None
         self.session: pytest.Session | None = None
         self._submitted = False
@@ -464,6 +466,7 @@ class LLMEvalSession:
         self._stop_servers()
         if self.results:
             self.aggregates = aggregate(list(self.results.values()))
+            self.model_comparisons = compare_models(self.aggregates, self.selected)
             self._run_gate(session)
             if getattr(self, "judge_agreement", None) is None and any(
                 "judge" in a.scores for a in self.aggregates
@@ -554,6 +557,10 @@ class LLMEvalSession:
             judge_note = getattr(self, "judge_agreement", None)
             if judge_note and any(k.startswith("judge") for k in a.scores):
                 tw.write_line(f"    judge agreement with people: {judge_note}")
+        if self.model_comparisons:
+            tw.write_sep("-", "models compared on the same cases (paired)")
+            for mc in self.model_comparisons:
+                tw.write_line(mc.line())
         if self.scheduler is not None and self.scheduler.stats.done:
             st = self.scheduler.stats
             elapsed = (st.first_done or time.monotonic()) - st.started

@@ -585,6 +585,7 @@ class MetricsStore:
             },
             "verdict": verdict,
             "aggregates": [scrub(a.to_dict()) for a in aggregates],
+            "model_comparisons": [mc.to_dict() for mc in getattr(session, "model_comparisons", []) or []],
             "files": {"results": "results.jsonl", "report": _relative(run.get("report_path"), self.run_dir)},
         }
         try:

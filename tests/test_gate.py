@@ -255,3 +255,73 @@ def test_mcnemar_exact_values():
     assert gate.mcnemar_exact(2, 0) == pytest.approx(0.5)
     assert gate.mcnemar_exact(15, 0) == pytest.approx(2 / 2**15)
     assert gate.mcnemar_exact(5, 5) == 1.0
+
+
+PER_MODEL_BACKEND = '''
+import os
+from pytest_llmeval.backends.base import Backend, Completion
+
+
+class PerModel(Backend):
+    """Answers "bad" for the case ids in $WRONG_<model name>, else "ok"."""
+
+    mode = "batch"
+
+    def generate_batch(self, requests, cancelled=None):
+        wrong = set(filter(None, os.environ.get("WRONG_" + self.name, "").split(",")))
+        return [Completion(text="bad" if r.message_list[-1]["content"] in wrong else "ok", latency_s=0.01,
+                           prompt_tokens=3, completion_tokens=1) for r in requests]
+
+
+def pytest_llmeval_register_backends():
+    return {"permodel": PerModel}
+'''
+
+
+def test_models_compared_with_the_paired_test_in_one_run(pytester, monkeypatch):
+    """``--model base --model tuned``: the summary gives tuned vs base with McNemar's p and CIs."""
+    pytester.makeconftest(PER_MODEL_BACKEND)
+    pytester.makefile(".yaml", models="models:\n  base:\n    type: permodel\n  tuned:\n    type: permodel\n")
+    rows = [json.dumps({"id": f"c{i:02d}", "prompt": f"c{i:02d}"}) for i in range(30)]
+    pytester.path.joinpath("cases.jsonl").write_text("\n".join(rows) + "\n")
+    pytester.makeini(
+        "[pytest]\nllmeval_models_file = models.yaml\nllmeval_cache = off\nllmeval_runs_dir = runs\n"
+    )
+    pytester.makepyfile(
+        test_eval="from pytest_llmeval import dataset, scorers\n\n"
+        "@dataset('cases.jsonl')\ndef test_g(case, completion):\n"
+        "    scorers.exact_match(completion.text, 'ok')\n"
+    )
+    # base passes 10 of 30; tuned passes 27, including all of base's 10: 17 won, 0 lost.
+    monkeypatch.setenv("WRONG_base", ",".join(f"c{i:02d}" for i in range(20)))
+    monkeypatch.setenv("WRONG_tuned", "c00,c01,c02")
+    r = pytester.runpytest("--model", "base", "--model", "tuned", "-p", "no:randomly")
+    r.stdout.fnmatch_lines(
+        [
+            "*models compared on the same cases (paired)*",
+            "*test_g: tuned vs base on 30 shared cases: pass rate 90.0% vs 33.3%, delta +56.7 points*"
+            "McNemar p=1.5e-05 (17 won, 0 lost)*",
+        ]
+    )
+    summary = json.loads(next(pytester.path.joinpath("runs").glob("*/summary.json")).read_text())
+    (mc,) = summary["model_comparisons"]
+    assert (mc["reference"], mc["model"], mc["only_model"], mc["only_reference"]) == ("base", "tuned", 17, 0)
+    lo, hi = mc["pass_ci"]
+    assert 0.3 < lo < mc["delta"] < hi <= 0.8
+    html = next(pytester.path.joinpath("runs").glob("*/report.html")).read_text()
+    table = html[html.index('id="llm-model-comparison"') :]
+    assert "tuned vs base" in table[: table.index("</table>")] and "17 / 0" in table
+    # The reference is the first --model given.
+    r = pytester.runpytest("--model", "tuned", "--model", "base")
+    r.stdout.fnmatch_lines(["*test_g: base vs tuned on 30 shared cases*delta -56.7 points*(0 won, 17 lost)*"])
+
+
+def test_compare_models_needs_shared_cases():
+    from pytest_llmeval.results import Aggregate
+
+    a = Aggregate(test="t", model="a", cases={"x": {"passed": True, "score": 1.0}})
+    b = Aggregate(test="t", model="b", cases={"y": {"passed": False, "score": 0.0}})
+    assert gate.compare_models([a, b]) == []
+    b.cases["x"] = {"passed": False, "score": 0.5}
+    (mc,) = gate.compare_models([a, b])
+    assert (mc.n, mc.delta, mc.only_reference, mc.p_value, mc.score) == (1, -1.0, 1, 1.0, 0.5)
