@@ -119,6 +119,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llmeval_fail_under", "default floors, one per line (METRIC=VALUE)", type="linelist", default=[])
     parser.addini("llmeval_metrics_db", "SQLite metrics database", default="data/metrics.db")
     parser.addini("llmeval_runs_dir", "where run folders go", default="data/runs")
+    parser.addini(
+        "llmeval_progress_every", "seconds between generation progress lines (default 5)", default="5"
+    )
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

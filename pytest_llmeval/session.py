@@ -7,6 +7,7 @@ in ``item.stash``, never on ``config._something``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -32,7 +33,6 @@ COMPLETION_KEY = pytest.StashKey[Completion]()
 MESSAGES_KEY = pytest.StashKey[list]()
 JUDGE_KEY = pytest.StashKey[list]()
 
-PROGRESS_EVERY_S = 5.0
 
 
 def _split_models(values: list[str]) -> list[str]:
@@ -61,6 +61,11 @@ class LLMEvalSession:
         self._submitted = False
         self._gen_counter = 0
         self._last_progress = 0.0
+        raw = config.getini("llmeval_progress_every")
+        try:
+            self.progress_every = max(0.1, float(raw))
+        except ValueError:
+            raise pytest.UsageError(f"ini key llmeval_progress_every: expected seconds, got {raw!r}") from None
         self._registered_tags: set[str] = set()
         self.datasets: dict[str, str] = {}  # test name -> dataset sha256
         self.run_id = (
@@ -304,7 +309,7 @@ class LLMEvalSession:
             job = sched.job(item.nodeid)
         while True:
             try:
-                comp = job.future.result(timeout=PROGRESS_EVERY_S)
+                comp = job.future.result(timeout=self.progress_every)
                 break
             except TimeoutError:
                 self._progress()
@@ -339,7 +344,7 @@ class LLMEvalSession:
         if self.is_worker or self.config.get_verbosity() < 0 or self.scheduler is None:
             return
         now = time.monotonic()
-        if now - self._last_progress < PROGRESS_EVERY_S:
+        if now - self._last_progress < self.progress_every:
             return
         st = self.scheduler.stats
         if quiet_unless_due and st.done >= st.submitted:
@@ -351,12 +356,15 @@ class LLMEvalSession:
         left = st.submitted - st.done
         eta = f", ETA {left / rate:.0f}s" if rate > 0 and left else ""
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None:
+        if tr is None:
+            return
+        line = f"[llmeval] generated {st.done}/{st.submitted} ({st.cached} cached, {rate:.1f} req/s{eta})"
+        # Called while an item runs, when pytest captures fd 1: without suspending capture the
+        # line would land in the item's captured output instead of on the terminal.
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
             tr.ensure_newline()
-            tr.write_line(
-                f"[llmeval] generated {st.done}/{st.submitted} ({st.cached} cached, {rate:.1f} req/s{eta})",
-                cyan=True,
-            )
+            tr.write_line(line, cyan=True)
 
     # -- running -------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)

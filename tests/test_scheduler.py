@@ -200,11 +200,12 @@ def test_estimate_cost_with_collect_only(recorder_project):
 
 def test_progress_line_is_quiet_with_q(recorder_project, monkeypatch):
     monkeypatch.setenv("REC_DELAY", "0.6")
-    monkeypatch.setattr("pytest_llmeval.session.PROGRESS_EVERY_S", 0.5)
     p = recorder_project(12, batch_size=1)
-    loud = p.runpytest("--model", "rec", "--cache", "off")
-    assert "[llmeval] generated" in loud.stdout.str()
-    quiet = p.runpytest("--model", "rec", "--cache", "off", "-q")
+    # A subprocess, so pytest captures fd 1 for real while items wait for their completions.
+    loud = p.runpytest_subprocess("--model", "rec", "--cache", "off", "-o", "llmeval_progress_every=0.5")
+    lines = [ln for ln in loud.stdout.lines if "[llmeval] generated" in ln]
+    assert lines and all(ln.startswith("[llmeval] generated ") and "/12 (0 cached" in ln for ln in lines), lines
+    quiet = p.runpytest_subprocess("--model", "rec", "--cache", "off", "-q", "-o", "llmeval_progress_every=0.5")
     assert "[llmeval] generated" not in quiet.stdout.str()
 
 
