@@ -45,7 +45,7 @@ class FinetuneConfig:
     load_in_4bit: bool = True
     quant_type: str = "nf4"
     double_quant: bool = False
-    compute_dtype: str = "float32"
+    compute_dtype: str = "auto"  # bfloat16 where the hardware has it, else float32
     # Optimisation
     learning_rate: float = 2e-4
     epochs: float = 1.0
@@ -115,9 +115,9 @@ class FinetuneConfig:
             )
         if self.quant_type not in ("nf4", "fp4"):
             raise FinetuneError(f"config key 'quant_type' must be nf4 or fp4, got {self.quant_type!r}")
-        if self.compute_dtype not in ("float32", "bfloat16", "float16"):
+        if self.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise FinetuneError(
-                f"config key 'compute_dtype' must be float32, bfloat16 or float16, got {self.compute_dtype!r}"
+                f"config key 'compute_dtype' must be auto, float32, bfloat16 or float16, got {self.compute_dtype!r}"
             )
         if self.share_prefix and self.gradient_checkpointing:
             raise FinetuneError(

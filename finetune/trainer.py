@@ -212,6 +212,29 @@ def _device(cfg: FinetuneConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def compute_dtype(cfg: FinetuneConfig, device: str) -> str:
+    """The matmul dtype: ``auto`` is bfloat16 on GPUs and CPUs with native bf16, else float32.
+
+    On a CPU with AVX512-BF16 a SmolLM2 step measured about a quarter cheaper in
+    bf16 than in fp32; without it, bf16 is emulated and slower.
+    """
+    if cfg.compute_dtype != "auto":
+        return cfg.compute_dtype
+    if device == "cuda":
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if _cpu_has_bf16() else "float32"
+
+
 def load_tokenizer(base: BaseModel) -> Any:
     """The base model's tokenizer, with a pad token."""
     from transformers import AutoTokenizer
@@ -237,7 +260,7 @@ def load_model(base: BaseModel, cfg: FinetuneConfig, device: str) -> Any:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    compute = getattr(torch, cfg.compute_dtype)
+    compute = getattr(torch, compute_dtype(cfg, device))
     kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}
     if cfg.load_in_4bit:
         from transformers import BitsAndBytesConfig
@@ -458,10 +481,11 @@ def _run(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = load_model(base, cfg, device)
+    dtype = compute_dtype(cfg, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(
         f"base {base.reference} ({'4-bit ' + cfg.quant_type if cfg.load_in_4bit else 'not quantized'}, "
-        f"{cfg.compute_dtype} compute) on {device} loaded in {time.monotonic() - t0:.1f}s; "
+        f"{dtype} compute) on {device} loaded in {time.monotonic() - t0:.1f}s; "
         f"LoRA rank {cfg.rank}: {trainable / 1e6:.2f}M trainable parameters"
     )
     params = [p for p in model.parameters() if p.requires_grad]
@@ -497,10 +521,8 @@ def _run(
         }
 
     autocast = (
-        torch.autocast(
-            device_type="cuda" if device == "cuda" else "cpu", dtype=getattr(torch, cfg.compute_dtype)
-        )
-        if cfg.compute_dtype != "float32"
+        torch.autocast(device_type="cuda" if device == "cuda" else "cpu", dtype=getattr(torch, dtype))
+        if dtype != "float32"
         else contextlib.nullcontext()
     )
     pad_id = tokenizer.pad_token_id
@@ -595,6 +617,7 @@ def _run(
             "wall_time_s": round(time.monotonic() - wall_start, 1),
             "resumed_from_step": resumed_from,
             "device": device,
+            "compute_dtype": dtype,
             "threads": torch.get_num_threads(),
             "peak_memory_mb": round(_peak_memory_mb(device)),
             "git": adapter_io.git_commit(),

@@ -93,6 +93,20 @@ def test_shipped_configs_load_and_validate():
         assert not {"embed_tokens", "lm_head"} & set(cfg.target_modules)
 
 
+def test_compute_dtype_auto_follows_the_hardware(monkeypatch):
+    from finetune import trainer
+
+    cfg = FinetuneConfig(task="json_extraction", output="x")
+    assert cfg.compute_dtype == "auto"
+    monkeypatch.setattr(trainer, "_cpu_has_bf16", lambda: True)
+    assert trainer.compute_dtype(cfg, "cpu") == "bfloat16"
+    monkeypatch.setattr(trainer, "_cpu_has_bf16", lambda: False)
+    assert trainer.compute_dtype(cfg, "cpu") == "float32"
+    cfg.compute_dtype = "float32"  # an explicit choice is kept
+    monkeypatch.setattr(trainer, "_cpu_has_bf16", lambda: True)
+    assert trainer.compute_dtype(cfg, "cpu") == "float32"
+
+
 def test_overrides_apply_in_order(tmp_path):
     own = tmp_path / "own.yaml"
     own.write_text("rank: 32\nlearning_rate: 1e-4\n")
@@ -271,7 +285,9 @@ def test_fast_loss_and_shared_prefix_equal_the_full_forward(tokenizer):
         model.zero_grad()
         loss = assistant_loss(model, b, fast=fast)
         loss.backward()
-        return float(loss), torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+        return float(loss.detach()), torch.cat(
+            [p.grad.flatten() for p in model.parameters() if p.requires_grad]
+        )
 
     shared = loss_and_grad(batch, True)
     unshared = loss_and_grad({**batch, "prefix_len": 0}, True)
