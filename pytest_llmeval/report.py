@@ -151,7 +151,12 @@ class HtmlReport:
     # -- per item ----------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # The teardown report repeats the record (for JUnit XML); one details block per item.
-        rec = None if report.when == "teardown" else _record_of(report)
+        if report.when == "teardown" or not self.config.option.htmlpath:
+            return  # no HTML report is written: rendering details would be wasted work
+        if not any(k == USER_PROPERTY for k, _ in getattr(report, "user_properties", None) or ()):
+            return
+        # The record object made in this process, else parsed from the report (xdist).
+        rec = self.session.local_records.get(report.nodeid) or _record_of(report)
         if rec is None:
             return
         self.records[report.nodeid] = rec

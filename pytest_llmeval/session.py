@@ -54,6 +54,7 @@ class LLMEvalSession:
         self._backends: dict[str, Backend] = {}
         self.scheduler: Any = None
         self.results: dict[str, CaseResult] = {}
+        self.local_records: dict[str, CaseResult] = {}  # made here, not yet logged
         self.aggregates: list[Aggregate] = []
         self.model_comparisons: list[ModelComparison] = []
         self.verdict: Any = None
@@ -386,6 +387,8 @@ class LLMEvalSession:
             rec = self._record(item, report, call)
             prop = (USER_PROPERTY, rec.to_json())
             report.user_properties.append(prop)
+            if not self.is_worker:  # spares re-parsing the JSON in this process (xdist ships the JSON)
+                self.local_records[item.nodeid] = rec
             # The teardown report copies item.user_properties; JUnit XML reads it from there.
             item.user_properties.append(prop)
         return report
@@ -442,7 +445,7 @@ class LLMEvalSession:
                 continue
             if report.when == "teardown" and report.nodeid in self.results:
                 continue  # the same record again, carried by the teardown report
-            rec = CaseResult.from_json(value)
+            rec = self.local_records.get(report.nodeid) or CaseResult.from_json(value)
             self.results[rec.nodeid] = rec
             if self.store is not None:
                 self.store.add_result(rec)

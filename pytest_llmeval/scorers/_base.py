@@ -6,7 +6,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 # The item whose test body is running (set by the plugin around each call).
@@ -26,7 +26,7 @@ class Score:
     aggregate: str = "mean"  # how the run summarises it: "mean" of values or "rate" of passes
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}  # flat fields: no deep copy
         if isinstance(d["value"], float) and not math.isfinite(d["value"]):
             d["value"] = None
         return d
