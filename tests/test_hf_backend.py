@@ -68,6 +68,19 @@ def test_peft_adapter_changes_the_output(base_backend, tmp_path):
     out_b = [c.text for c in base_backend.generate_batch([_req(p) for p in PROMPTS])]
     assert out_a != out_b
     assert with_adapter.identity() != base_backend.identity()
+    # The backend folds the adapter into the weights; the unmerged PeftModel says the same.
+    from peft import PeftModel
+
+    unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(materialize("smollm2")),
+                                         str(tmp_path / "adapter"))
+    assert not isinstance(with_adapter.model, PeftModel)
+    base_backend_model = base_backend.model
+    try:
+        base_backend.model = unmerged.eval()
+        out_unmerged = [c.text for c in base_backend.generate_batch([_req(p) for p in PROMPTS])]
+    finally:
+        base_backend.model = base_backend_model
+    assert out_unmerged == out_a
 
 
 def test_adapter_trained_for_another_base_is_refused(tmp_path):

@@ -49,6 +49,10 @@ class HFBackend(Backend):
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
             if self.spec.adapter:
                 model = self._load_adapter(model, path)
+                if not self.spec.load_in_4bit:
+                    # Folding B·A into the weights makes the adapter cost nothing per token
+                    # (unmerged LoRA ran at about half the base model's speed on a CPU).
+                    model = model.merge_and_unload()
             device = self.spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
             if not self.spec.load_in_4bit:
                 model = model.to(device)
