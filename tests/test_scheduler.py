@@ -227,3 +227,51 @@ def test_server_concurrency_is_bounded(pytester):
         assert srv.max_in_flight == 4
         # 16 requests of 0.2 s in 4 lanes: the last one starts about 0.6 s after the first.
         assert srv.times[-1] - srv.times[0] < 16 * 0.2 / 2
+
+
+def test_in_process_models_take_turns_on_one_device():
+    """Two hf models in one process never generate at the same time on the same device."""
+    import threading
+    import time as _time
+
+    import torch
+
+    from pytest_llmeval.backends.base import Request
+    from pytest_llmeval.backends.hf import HFBackend
+    from pytest_llmeval.models import parse_models
+
+    running, peak, guard = [0], [0], threading.Lock()
+
+    class Tok:
+        pad_token_id, eos_token_id = 0, 9
+
+        def apply_chat_template(self, messages, **_):
+            return [1, 2, 3]
+
+        def decode(self, ids, **_):
+            return "x" * len(ids)
+
+    class Model:
+        def generate(self, input_ids, **_):
+            with guard:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            _time.sleep(0.2)
+            with guard:
+                running[0] -= 1
+            return torch.cat([input_ids, torch.full((input_ids.shape[0], 1), 9)], dim=1)
+
+    specs = parse_models({"models": {n: {"type": "hf", "path": "embedded:smollm2"} for n in ("a", "b")}})
+    backends = []
+    for name in ("a", "b"):
+        b = HFBackend(specs[name])
+        b.model, b.tokenizer, b.device = Model(), Tok(), "cpu"
+        backends.append(b)
+    req = Request.make([{"role": "user", "content": "hi"}], max_tokens=4)
+    threads = [threading.Thread(target=b.generate_batch, args=([req, req],)) for b in backends for _ in range(2)]
+    started = _time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1 and _time.monotonic() - started >= 0.8

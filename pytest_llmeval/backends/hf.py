@@ -11,6 +11,18 @@ from ..errors import ModelCallError
 from .base import Backend, Completion, Request
 from .embedded import resolve_model_path
 
+# One generate at a time per device: two in-process models generating at once (one lane
+# each) would only oversubscribe the same cores or GPU (torch already uses every core for
+# one batch). Their lanes take turns, batch by batch, instead.
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+_DEVICE_LOCKS_GUARD = threading.Lock()
+
+
+def device_lock(device: str) -> threading.Lock:
+    """The lock that serialises generation on ``device`` across this process's hf models."""
+    with _DEVICE_LOCKS_GUARD:
+        return _DEVICE_LOCKS.setdefault(device, threading.Lock())
+
 
 class HFBackend(Backend):
     """A transformers causal LM generating batches with left padding (greedy by default)."""
@@ -112,10 +124,11 @@ class HFBackend(Backend):
                 torch.manual_seed(int(params["seed"]))
         else:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=attn, **gen_kwargs)
-        elapsed = time.perf_counter() - started
+        with device_lock(str(self.device)):
+            started = time.perf_counter()  # latency is the generation's, not the wait for the device
+            with torch.inference_mode():
+                out = self.model.generate(input_ids=input_ids, attention_mask=attn, **gen_kwargs)
+            elapsed = time.perf_counter() - started
         if cancelled is not None and cancelled.is_set():
             raise ModelCallError("generation cancelled")
         eos = self.tokenizer.eos_token_id
