@@ -133,3 +133,30 @@ def test_interrupted_conversion_leaves_nothing_trusted(tmp_path):
     assert (tmp_path / "smollm2-v1" / MARKER).is_file()
     assert not list(tmp_path.glob(".smollm2-v1.tmp-*"))
     assert "converting embedded model smollm2" in out.stderr
+
+
+def test_two_models_load_at_once_in_a_fresh_process():
+    """Two lanes load their models in threads as the first thing a process does with transformers.
+
+    transformers resolves its names lazily; concurrent first imports once failed with
+    "cannot import name 'AutoModelForCausalLM'" and errored every item of one model.
+    """
+    code = (
+        "import threading\n"
+        "from pytest_llmeval.backends.hf import HFBackend\n"
+        "from pytest_llmeval.models import parse_models\n"
+        "specs = parse_models({'models': {n: {'type': 'hf', 'path': 'embedded:smollm2'} for n in 'ab'}})\n"
+        "errors = []\n"
+        "def load(name):\n"
+        "    try:\n"
+        "        HFBackend(specs[name]).load()\n"
+        "    except BaseException as e:\n"
+        "        errors.append(repr(e))\n"
+        "threads = [threading.Thread(target=load, args=(n,)) for n in 'ab']\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print('ERRORS', errors)\n"
+    )
+    materialize("smollm2")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ERRORS []" in out.stdout, out.stdout[-2000:]

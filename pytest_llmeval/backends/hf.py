@@ -16,6 +16,10 @@ from .embedded import resolve_model_path
 # one batch). Their lanes take turns, batch by batch, instead.
 _DEVICE_LOCKS: dict[str, threading.Lock] = {}
 _DEVICE_LOCKS_GUARD = threading.Lock()
+# transformers resolves its lazy top-level names on first access, and two lanes doing that
+# at once in threads failed with "cannot import name 'AutoModelForCausalLM'". Loads go one
+# at a time (they contend for memory bandwidth anyway).
+_LOAD_LOCK = threading.Lock()
 
 
 def device_lock(device: str) -> threading.Lock:
@@ -36,11 +40,16 @@ class HFBackend(Backend):
         self._lock = threading.Lock()
 
     def load(self) -> None:
-        with self._lock:
+        with _LOAD_LOCK, self._lock:
             if self.model is not None:
                 return
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import (  # noqa: F401  (resolved here, under the lock)
+                AutoModelForCausalLM,
+                AutoTokenizer,
+                StoppingCriteria,
+                StoppingCriteriaList,
+            )
 
             path = resolve_model_path(self.spec.path)
             kwargs: dict[str, Any] = {}
