@@ -308,6 +308,9 @@ class LLMEvalSession:
         if job is None:
             self._submit([item])
             job = sched.job(item.nodeid)
+        # Skips and failures are raised after the except blocks, so the report shows the
+        # cause once, not again as "During handling of the above exception...".
+        skip = fail = None
         while True:
             try:
                 comp = job.future.result(timeout=self.progress_every)
@@ -315,13 +318,21 @@ class LLMEvalSession:
             except TimeoutError:
                 self._progress()
             except BudgetExceeded as e:
-                pytest.skip(str(e))
+                skip = str(e)
+                break
             except LLMEvalError as e:
-                pytest.fail(redact(str(e)), pytrace=False)
+                fail = str(e)
+                break
             except Exception as e:  # cancelled, or a backend bug: still an error with its cause
                 if sched.cancelled.is_set():
-                    pytest.skip("cancelled: the session is stopping")
-                pytest.fail(redact(f"model call failed: {type(e).__name__}: {e}"), pytrace=False)
+                    skip = "cancelled: the session is stopping"
+                else:
+                    fail = f"model call failed: {type(e).__name__}: {e}"
+                break
+        if skip is not None:
+            pytest.skip(skip)
+        if fail is not None:
+            pytest.fail(redact(fail), pytrace=False)
         item.stash[COMPLETION_KEY] = comp
         self._progress(quiet_unless_due=True)
         return comp

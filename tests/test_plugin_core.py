@@ -153,6 +153,7 @@ def test_model_call_failure_is_an_error_with_its_cause(eval_project):
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*model fake: APIConnectionError: Connection error.*after 1 retries*"])
     result.stdout.fnmatch_lines(["*n=2 pass rate 0.0% (0 passed, 0 failed, 2 errors)*"])
+    assert "During handling of the above exception" not in result.stdout.str()  # the cause, once
 
 
 def test_list_models_reports_readiness(eval_project, monkeypatch):
