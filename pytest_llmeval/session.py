@@ -62,6 +62,7 @@ class LLMEvalSession:
         self._submitted = False
         self._gen_counter = 0
         self._last_progress = 0.0
+        self._last_progress_done = -1
         raw = config.getini("llmeval_progress_every")
         try:
             self.progress_every = max(0.1, float(raw))
@@ -361,7 +362,9 @@ class LLMEvalSession:
         st = self.scheduler.stats
         if quiet_unless_due and st.done >= st.submitted:
             return
-        self._last_progress = now
+        if st.done == self._last_progress_done and now - self._last_progress < 60:
+            return  # nothing new: a line a minute while a long batch runs, not one every few seconds
+        self._last_progress, self._last_progress_done = now, st.done
         elapsed = max(now - st.started, 1e-6)
         fresh = st.done - st.cached
         rate = fresh / elapsed

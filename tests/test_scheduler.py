@@ -205,6 +205,8 @@ def test_progress_line_is_quiet_with_q(recorder_project, monkeypatch):
     loud = p.runpytest_subprocess("--model", "rec", "--cache", "off", "-o", "llmeval_progress_every=0.5")
     lines = [ln for ln in loud.stdout.lines if "[llmeval] generated" in ln]
     assert lines and all(ln.startswith("[llmeval] generated ") and "/12 (0 cached" in ln for ln in lines), lines
+    done = [int(ln.split()[2].split("/")[0]) for ln in lines]
+    assert done == sorted(set(done)), lines  # a new line only when there is progress to show
     quiet = p.runpytest_subprocess("--model", "rec", "--cache", "off", "-q", "-o", "llmeval_progress_every=0.5")
     assert "[llmeval] generated" not in quiet.stdout.str()
 
