@@ -19,7 +19,7 @@ import pytest
 
 from .backends.base import Backend, Completion, Request
 from .dataset import Case, DatasetError, file_hash, load_cases
-from .errors import BudgetExceeded, ConfigError, LLMEvalError, TemplateError
+from .errors import BudgetExceeded, ConfigError, LLMEvalError, ModelCallError, TemplateError
 from .gate import ModelComparison, compare_models
 from .models import ModelSpec, builtin_backends, load_models
 from .prompts import default_messages, load_template
@@ -80,6 +80,7 @@ class LLMEvalSession:
         self.tracer: Any = None
         self.report_path: Path | None = None
         self.server_urls: dict[str, str] = {}
+        self.server_errors: dict[str, str] = {}  # model -> why its server did not start
         self.started = time.time()
         self.saved_baseline: str | None = None
         self.estimate_lines: list[str] = []
@@ -142,6 +143,8 @@ class LLMEvalSession:
             backend = factories[spec.type](spec)
             if name in self.server_urls:
                 backend.base_url = self.server_urls[name]
+            if name in self.server_errors:
+                backend.start_error = self.server_errors[name]  # type: ignore[attr-defined]
             self._backends[name] = backend
         return self._backends[name]
 
@@ -214,6 +217,7 @@ class LLMEvalSession:
         self.session = session
         if self.is_worker:
             self.server_urls = dict(self.config.workerinput.get("llmeval_server_urls", {}))
+            self.server_errors = dict(self.config.workerinput.get("llmeval_server_errors", {}))
             return
         if self.config.getoption("collectonly"):
             return
@@ -225,6 +229,7 @@ class LLMEvalSession:
         """xdist: hand workers the run id and the URLs of servers the controller started."""
         node.workerinput["llmeval_run_id"] = self.run_id
         node.workerinput["llmeval_server_urls"] = self.server_urls
+        node.workerinput["llmeval_server_errors"] = self.server_errors
 
     def _start_servers(self) -> None:
         specs = [self.spec(n) for n in self.selected if self._specs or self.explicit_models]
@@ -233,7 +238,15 @@ class LLMEvalSession:
             return
         from .backends.vllm_server import start_servers
 
-        self.server_urls = start_servers(wanted)
+        try:
+            self.server_urls = start_servers(wanted)
+        except ModelCallError as e:
+            # Not an INTERNALERROR: the other models still run, and each item of these models
+            # becomes an error that quotes the server's log.
+            self.server_errors = {s.name: str(e) for s in wanted}
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None:
+                tr.write_line(f"llmeval: {safe_terminal(str(e).splitlines()[0], 300)}", red=True)
 
     def _open_outputs(self) -> None:
         if os.environ.get("ENABLE_OTEL", "").lower() in ("1", "true", "yes") or self.config.getoption("otel"):

@@ -478,3 +478,23 @@ def test_server_dying_mid_run_fails_fast_with_its_log(served, monkeypatch):
     while group_pids(pid) and time.monotonic() < deadline:
         time.sleep(0.25)
     assert not group_pids(pid), [_cmdline(p) for p in group_pids(pid)]
+
+
+@pytest.mark.slow
+def test_server_that_fails_to_start_errors_its_items_only(eval_project):
+    """A vLLM server that exits during start-up: its model's items error quoting the log; others run."""
+    cases = [{"id": f"c{i}", "prompt": f"p{i}", "expected": f"p{i}"} for i in range(2)]
+    p = eval_project(cases)
+    models = p.path.joinpath("models.yaml")
+    models.write_text(
+        models.read_text().rstrip("\n")
+        + f"\n  broken:\n    type: vllm_server\n    model: '{BASE}'\n    server_args: [--no-such-flag]\n"
+        "    startup_timeout: 240\n"
+    )
+    result = p.runpytest_subprocess("--model", "fake", "--model", "broken", "-p", "no:randomly")
+    out = result.stdout.str()
+    assert "INTERNALERROR" not in out + result.stderr.str()
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(["*llmeval: vLLM server for embedded:smollm2 at * exited with code*"])
+    assert out.count("unrecognized arguments: --no-such-flag") >= 2, out[-3000:]  # quoted by each item
+    assert result.ret == 1

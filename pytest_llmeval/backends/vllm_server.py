@@ -197,6 +197,9 @@ class VLLMServerBackend(OpenAIBackend):
         super().__init__(spec)
         self._server: VLLMServer | None = None  # owned: started by load(), stopped by close()
         self._load_lock = threading.Lock()
+        # Set by the session when the server it started for this model failed to start: every
+        # request then fails with that message instead of trying to start another server.
+        self.start_error: str | None = None
 
     @property
     def server_url(self) -> str | None:
@@ -216,6 +219,8 @@ class VLLMServerBackend(OpenAIBackend):
         with self._load_lock:
             if self._client is not None:
                 return
+            if self.start_error:
+                raise ModelCallError(self.start_error)
             if self.base_url:
                 self.base_url = _normalise(self.base_url)
                 self._check_serves()
