@@ -21,4 +21,4 @@ lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: setup
-	$(PY) -m pytest bench $(ARGS)
+	$(PY) -m pytest bench -p no:randomly --benchmark-only --benchmark-autosave $(ARGS)
