@@ -7,7 +7,7 @@ most 128 new tokens, whole-process wall time, measured side by side:
   2. pytest with the plugin and --no-scheduler (one request at a time);
   3. lm-eval (`pip install lm-eval`), --model hf --batch_size 32, a local generate_until task.
 
-Run:  .venv/bin/python bench/bench_hf.py [--n 64] [--skip-lm-eval]
+Run:  .venv/bin/python bench/bench_hf.py [--n 64] [--one-n 16] [--skip-lm-eval]
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--skip-lm-eval", action="store_true")
+    ap.add_argument("--one-n", type=int, default=0,
+                    help="time one-at-a-time on the first N cases only and compare requests/s (0: all)")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from pytest_llmeval import load_cases, load_template
@@ -87,7 +89,16 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     results = {}
     results["plugin (batch 32, scheduler)"] = timed(common, work, env)
-    results["plugin --no-scheduler (one at a time)"] = timed([*common, "--no-scheduler"], work, env)
+    one_n = a.one_n or a.n
+    one_k = [] if one_n >= a.n else ["-k", " or ".join(json.loads(x)["id"] for x in lines[:one_n])]
+    one_label = f"plugin --no-scheduler (one at a time{'' if one_n >= a.n else f', first {one_n} cases'})"
+    t_k = timed([*common, "--no-scheduler", *one_k], work, env)
+    if one_n < a.n:
+        # Start-up (imports, model load) happens once: time one case too, and extrapolate only
+        # the per-case part: t(1) + (n - 1) * (t(k) - t(1)) / (k - 1).
+        t_1 = timed([*common, "--no-scheduler", "-k", json.loads(lines[0])["id"]], work, env)
+        t_k = t_1 + (a.n - 1) * (t_k - t_1) / max(1, one_n - 1)
+    results[one_label] = t_k
     if not a.skip_lm_eval and shutil.which("lm_eval", path=str(Path(py).parent)):
         results["lm-eval hf --batch_size 32"] = timed(
             [str(Path(py).parent / "lm_eval"), "--model", "hf", "--model_args",
@@ -100,7 +111,9 @@ def main() -> None:
     base = results["plugin (batch 32, scheduler)"]
     for name, t in results.items():
         print(f"  {name:<42} {t:7.1f}s   {t / base:5.2f}x the plugin's time")
-    one = results["plugin --no-scheduler (one at a time)"]
+    if one_n < a.n:
+        print(f"  (one at a time: timed on 1 and on {one_n} cases, per-case time extrapolated to {a.n})")
+    one = results[one_label]
     print(f"speed-up of the scheduler over one at a time: {one / base:.2f}x")
     if "lm-eval hf --batch_size 32" in results:
         print(f"plugin / lm-eval time: {base / results['lm-eval hf --batch_size 32']:.2f}")
