@@ -236,8 +236,18 @@ class LLMEvalSession:
         wanted = [s for s in specs if s.type == "vllm_server" and not s.base_url]
         if not wanted:
             return
-        from .backends.vllm_server import start_servers
+        from .backends.vllm_server import cpu_build, plan_servers, start_servers
 
+        workers = getattr(self.config.option, "numprocesses", None)
+        if workers and cpu_build() and any(len(p.spec_names) > 1 for p in plan_servers(wanted)):
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None:
+                tr.write_line(
+                    "llmeval: warning: with -n, xdist workers can mix base and adapter requests in one "
+                    "vLLM-CPU batch, which applies the adapter to base requests (serving/README.md); "
+                    "compare a base model and its adapters on vLLM-CPU without -n",
+                    yellow=True,
+                )
         try:
             self.server_urls = start_servers(wanted)
         except ModelCallError as e:
