@@ -67,36 +67,37 @@ class ResponseCache:
 
     def get(self, key: str) -> Completion | None:
         """A cached completion for ``key`` (marked cached), or None."""
-        if self.mode in ("off", "refresh"):
-            return None
+        return self.get_many([key]).get(key)
+
+    def get_many(self, keys: list[str]) -> dict[str, Completion]:
+        """Cached completions for those of ``keys`` that have one: one query per 500 keys.
+
+        A run submits every collected item at once; one query per item was a
+        measurable part of the harness overhead on 10,000 cached items.
+        """
+        if self.mode in ("off", "refresh") or not keys:
+            return {}
+        found: dict[str, Completion] = {}
         with self._lock:
             conn = self._connect()
             if conn is None:
-                return None
+                return {}
             try:
-                row = conn.execute(
-                    "SELECT model, text, prompt_tokens, completion_tokens, latency_s, cost, finish_reason "
-                    "FROM responses WHERE key = ?",
-                    (key,),
-                ).fetchone()
+                for i in range(0, len(keys), 500):
+                    chunk = keys[i : i + 500]
+                    rows = conn.execute(
+                        "SELECT key, model, text, prompt_tokens, completion_tokens, latency_s, cost, finish_reason "
+                        f"FROM responses WHERE key IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                    for row in rows:
+                        found[row[0]] = _completion(row[1:])
             except sqlite3.Error as e:
                 self._disable(e)
-                return None
-        if row is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        model, text, pt, ct, lat, cost, fr = row
-        return Completion(
-            text=text,
-            latency_s=lat,
-            prompt_tokens=pt,
-            completion_tokens=ct,
-            cost=cost,
-            cached=True,
-            finish_reason=fr,
-            model=model,
-        )
+                return {}
+        self.hits += len(found)
+        self.misses += len(set(keys)) - len(found)
+        return found
 
     def put(self, key: str, c: Completion) -> None:
         """Store a fresh completion (not in ``ro`` or ``off`` mode)."""
@@ -120,3 +121,17 @@ class ResponseCache:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _completion(row: tuple) -> Completion:
+    model, text, pt, ct, lat, cost, fr = row
+    return Completion(
+        text=text,
+        latency_s=lat,
+        prompt_tokens=pt,
+        completion_tokens=ct,
+        cost=cost,
+        cached=True,
+        finish_reason=fr,
+        model=model,
+    )

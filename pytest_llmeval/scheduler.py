@@ -10,6 +10,7 @@ submission, retries around every call, and a budget stops submission.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -108,11 +109,32 @@ class Scheduler:
         """Queue several requests at once, so the first batch is formed from all of them."""
         by_lane: dict[str, list[Job]] = {}
         for key, model, request in jobs:
-            job = self._prepare(key, model, request)
+            job = self._prepare(key, model, request, use_cache=False)
             if job is not None:
                 by_lane.setdefault(model, []).append(job)
         for model, lane_jobs in by_lane.items():
-            self._lane(model).put_many(lane_jobs)
+            lane = self._lane(model)
+            if self.cache is not None:  # one look-up for the lane's jobs, not one per job
+                keys = [j.request.key(lane.identity) for j in lane_jobs]
+                try:
+                    hits = self.cache.get_many(keys)
+                except Exception:  # never let the cache break a run
+                    hits = {}
+                if hits:
+                    rest = []
+                    for job, k in zip(lane_jobs, keys, strict=True):
+                        if k in hits:
+                            self._resolve_cached(job, hits[k])
+                        else:
+                            rest.append(job)
+                    lane_jobs = rest
+            if lane_jobs:
+                lane.put_many(lane_jobs)
+
+    def _resolve_cached(self, job: Job, hit: Completion) -> None:
+        hit = dataclasses.replace(hit, model=job.model)  # a copy: identical requests share a key
+        job.future.set_result(hit)
+        self.stats.finish(True, cached=True)
 
     def submit(self, key: str, model: str, request: Request) -> Future[Completion]:
         """Queue ``request`` for item ``key`` (idempotent per key)."""
@@ -121,7 +143,7 @@ class Scheduler:
             self._lane(model).put_many([job])
         return self.jobs[key].future
 
-    def _prepare(self, key: str, model: str, request: Request) -> Job | None:
+    def _prepare(self, key: str, model: str, request: Request, use_cache: bool = True) -> Job | None:
         """Register a job; resolve it at once from the cache or a lane error; else return it to queue."""
         with self._lock:
             if key in self.jobs:
@@ -138,15 +160,13 @@ class Scheduler:
             job.future.set_exception(lane.error)
             self.stats.finish(False)
             return None
-        if self.cache is not None:
+        if use_cache and self.cache is not None:
             try:
                 hit = self.cache.get(request.key(lane.identity))
             except Exception:  # never let the cache break a run
                 hit = None
             if hit is not None:
-                hit.model = model
-                job.future.set_result(hit)
-                self.stats.finish(True, cached=True)
+                self._resolve_cached(job, hit)
                 return None
         return job
 
