@@ -277,3 +277,19 @@ def test_in_process_models_take_turns_on_one_device():
     for t in threads:
         t.join()
     assert peak[0] == 1 and _time.monotonic() - started >= 0.8
+
+
+def test_cache_get_many_spans_query_chunks(tmp_path):
+    from pytest_llmeval.backends.base import Completion
+    from pytest_llmeval.cache import ResponseCache
+
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    for i in range(1200):
+        cache.put(f"k{i}", Completion(text=f"t{i}", latency_s=0.5, prompt_tokens=3, completion_tokens=i, model="m"))
+    keys = [f"k{i}" for i in range(1300)]  # 100 without an entry; three chunks of up to 500
+    found = cache.get_many(keys)
+    assert len(found) == 1200 and found["k1199"].text == "t1199" and found["k7"].completion_tokens == 7
+    assert all(c.cached and c.latency_s == 0.5 for c in found.values())
+    assert (cache.hits, cache.misses) == (1200, 100)
+    assert cache.get("k5").text == "t5" and cache.get("nope") is None
+    assert ResponseCache(tmp_path / "c.sqlite", mode="refresh").get_many(keys) == {}
