@@ -20,5 +20,9 @@ def pytest_llmeval_register_backends() -> dict[str, Any]:
 
 @pytest.hookspec(firstresult=True)
 def pytest_llmeval_judge_model(config: pytest.Config) -> str | None:
-    """Return the models.yaml name of the judge model, overriding --judge and the ini default."""
+    """Return the models.yaml name of the judge model, or None to leave the choice to the default.
+
+    Consulted only when neither ``--judge`` nor the ``llmeval_judge`` ini key names one;
+    the default after it is gpt-4o-mini when its API key is set, else smollm2.
+    """
     return None
