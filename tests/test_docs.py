@@ -112,3 +112,36 @@ def test_every_readme_command_is_accounted_for():
     assert lines == ["make eval", "make test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci and "make eval" in ci
+
+
+# Each command in the README's later bash blocks -> the test that runs it (or its parts) for real.
+README_COMMANDS = {
+    ".venv/bin/pytest --list-models": "tests/test_plugin_core.py::test_list_models_reports_readiness",
+    ".venv/bin/pytest evals/json_extraction --model smollm2,smollm2-json-lora":
+        "tests/test_gate.py::test_models_compared_with_the_paired_test_in_one_run",
+    ".venv/bin/pytest evals --model smollm2 --baseline evals/baseline.json --tolerance pass_rate:-0.02":
+        "tests/test_gate.py::test_noise_within_tolerance_passes",
+    ".venv/bin/pytest evals --model smollm2 --save-baseline": "tests/test_gate.py::test_baseline_file_format",
+    ".venv/bin/python -m finetune --task json_extraction --base-model smollm2 --output data/lora_adapters/json_v1":
+        "tests/test_finetune.py::test_sigkill_mid_training_then_resume_completes",
+    ".venv/bin/python -m serving --model smollm2 --adapters json-lora=data/lora_adapters/json_v1 --port 8001":
+        "tests/test_serving.py::test_cli_prints_url_and_stops_cleanly_on_sigint",
+    ".venv/bin/llmeval runs": "tests/test_export_cli.py::test_runs_lists_both",
+    ".venv/bin/llmeval compare --baseline latest~1 --current latest":
+        "tests/test_export_cli.py::test_compare_shows_changed_cases_and_p_value",
+    ".venv/bin/llmeval export --format prometheus --run latest --output data/llmeval.prom":
+        "tests/test_export_cli.py::test_export_prometheus_textfile",
+}
+
+
+def test_every_later_readme_command_names_the_test_that_runs_it():
+    """A command added to the README without a test that exercises it fails here."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.DOTALL)[1:]
+    cmds = [ln.split("#")[0].strip() for b in blocks for ln in b.splitlines() if ln.split("#")[0].strip()]
+    assert cmds, "the README has usage commands"
+    missing = [c for c in cmds if c not in README_COMMANDS]
+    assert not missing, f"README commands with no test named in README_COMMANDS: {missing}"
+    for cmd in cmds:
+        path, name = README_COMMANDS[cmd].split("::")
+        assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.MULTILINE), README_COMMANDS[cmd]
