@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy  # noqa: F401  (imported once here: pytester's in-process runs must not re-import it)
-import torch  # noqa: F401  (same: an inner run that imported it would leave a half-removed copy)
 import pytest
+import torch  # noqa: F401  (same: an inner run that imported it would leave a half-removed copy)
 
 sys.path.insert(0, str(Path(__file__).parent))
 
