@@ -386,6 +386,13 @@ def _paired(base_cases: dict[str, Any], cur_cases: dict[str, Any], shared: list[
     return b, c
 
 
+def _discordant(base: list[float], cur: list[float]) -> tuple[int, int]:
+    """(passed before and fail now, failed before and pass now) over paired pass flags."""
+    lost = sum(1 for x, y in zip(base, cur, strict=True) if x and not y)
+    won = sum(1 for x, y in zip(base, cur, strict=True) if y and not x)
+    return lost, won
+
+
 def _check(a: Any, entry: dict[str, Any], base_cases: dict[str, Any], shared: list[str], tol: Tolerance, mode: str, v: Verdict) -> Row:
     metric = tol.metric
     cur_cases = a.cases
@@ -395,9 +402,7 @@ def _check(a: Any, entry: dict[str, Any], base_cases: dict[str, Any], shared: li
     if metric == "pass_rate" and shared:
         b, c = _paired(base_cases, cur_cases, shared, "passed")
         base_v, cur_v = sum(b) / len(b), sum(c) / len(c)
-        n_b = sum(1 for x, y in zip(b, c, strict=True) if x and not y)
-        n_c = sum(1 for x, y in zip(b, c, strict=True) if y and not x)
-        p_value = mcnemar_exact(n_b, n_c)
+        p_value = mcnemar_exact(*_discordant(b, c))
         ci = bootstrap_delta(b, c)
         significant = p_value < ALPHA
     elif metric in ("latency_p50", "latency_p95") and shared:
@@ -521,10 +526,8 @@ def compare_models(aggregates: list[Any], order: list[str] | None = None) -> lis
             shared = [c for c in ref.cases if c in a.cases]
             if not shared:
                 continue
-            rp = [float(ref.cases[c]["passed"]) for c in shared]
-            cp = [float(a.cases[c]["passed"]) for c in shared]
-            won = sum(1 for x, y in zip(rp, cp, strict=True) if y and not x)
-            lost = sum(1 for x, y in zip(rp, cp, strict=True) if x and not y)
+            rp, cp = _paired(ref.cases, a.cases, shared, "passed")
+            lost, won = _discordant(rp, cp)
             mc = ModelComparison(
                 test=test,
                 reference=ref.model,
@@ -537,11 +540,9 @@ def compare_models(aggregates: list[Any], order: list[str] | None = None) -> lis
                 only_reference=lost,
                 p_value=mcnemar_exact(lost, won),
             )
-            pairs = [(ref.cases[c].get("score"), a.cases[c].get("score")) for c in shared]
-            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-            if pairs:
-                mc.ref_score = sum(x for x, _ in pairs) / len(pairs)
-                mc.score = sum(y for _, y in pairs) / len(pairs)
-                mc.score_ci = bootstrap_delta([x for x, _ in pairs], [y for _, y in pairs])
+            rs, cs = _paired(ref.cases, a.cases, shared, "score")
+            if rs:
+                mc.ref_score, mc.score = sum(rs) / len(rs), sum(cs) / len(cs)
+                mc.score_ci = bootstrap_delta(rs, cs)
             out.append(mc)
     return out
