@@ -109,7 +109,7 @@ class Scheduler:
         """Queue several requests at once, so the first batch is formed from all of them."""
         by_lane: dict[str, list[Job]] = {}
         for key, model, request in jobs:
-            job = self._prepare(key, model, request, use_cache=False)
+            job = self._prepare(key, model, request)
             if job is not None:
                 by_lane.setdefault(model, []).append(job)
         for model, lane_jobs in by_lane.items():
@@ -138,13 +138,11 @@ class Scheduler:
 
     def submit(self, key: str, model: str, request: Request) -> Future[Completion]:
         """Queue ``request`` for item ``key`` (idempotent per key)."""
-        job = self._prepare(key, model, request)
-        if job is not None:
-            self._lane(model).put_many([job])
+        self.submit_many([(key, model, request)])
         return self.jobs[key].future
 
-    def _prepare(self, key: str, model: str, request: Request, use_cache: bool = True) -> Job | None:
-        """Register a job; resolve it at once from the cache or a lane error; else return it to queue."""
+    def _prepare(self, key: str, model: str, request: Request) -> Job | None:
+        """Register a job; resolve it at once on a lane error; else return it for the cache and a lane."""
         with self._lock:
             if key in self.jobs:
                 return None
@@ -160,14 +158,6 @@ class Scheduler:
             job.future.set_exception(lane.error)
             self.stats.finish(False)
             return None
-        if use_cache and self.cache is not None:
-            try:
-                hit = self.cache.get(request.key(lane.identity))
-            except Exception:  # never let the cache break a run
-                hit = None
-            if hit is not None:
-                self._resolve_cached(job, hit)
-                return None
         return job
 
     def job(self, key: str) -> Job | None:
