@@ -54,7 +54,9 @@ class LLMEvalSession:
         self._backends: dict[str, Backend] = {}
         self.scheduler: Any = None
         self.results: dict[str, CaseResult] = {}
-        self.local_records: dict[str, CaseResult] = {}  # made here, not yet logged
+        # Records made in this process, by nodeid: logreport takes the object instead of parsing
+        # the JSON it also carries (which xdist workers ship to the controller).
+        self.local_records: dict[str, CaseResult] = {}
         self.aggregates: list[Aggregate] = []
         self.model_comparisons: list[ModelComparison] = []
         self.verdict: Any = None
@@ -240,23 +242,31 @@ class LLMEvalSession:
 
         workers = getattr(self.config.option, "numprocesses", None)
         if workers and cpu_build() and any(len(p.spec_names) > 1 for p in plan_servers(wanted)):
-            tr = self.config.pluginmanager.get_plugin("terminalreporter")
-            if tr is not None:
-                tr.write_line(
-                    "llmeval: warning: with -n, xdist workers can mix base and adapter requests in one "
-                    "vLLM-CPU batch, which applies the adapter to base requests (serving/README.md); "
-                    "compare a base model and its adapters on vLLM-CPU without -n",
-                    yellow=True,
-                )
+            self._write_line(
+                "llmeval: warning: with -n, xdist workers can mix base and adapter requests in one "
+                "vLLM-CPU batch, which applies the adapter to base requests (serving/README.md); "
+                "compare a base model and its adapters on vLLM-CPU without -n",
+                yellow=True,
+            )
         try:
             self.server_urls = start_servers(wanted)
         except ModelCallError as e:
             # Not an INTERNALERROR: the other models still run, and each item of these models
             # becomes an error that quotes the server's log.
             self.server_errors = {s.name: str(e) for s in wanted}
-            tr = self.config.pluginmanager.get_plugin("terminalreporter")
-            if tr is not None:
-                tr.write_line(f"llmeval: {safe_terminal(str(e).splitlines()[0], 300)}", red=True)
+            self._write_line(f"llmeval: {safe_terminal(str(e).splitlines()[0], 300)}", red=True)
+
+    def _write_line(self, line: str, **markup: bool) -> None:
+        """A line on the terminal, also while an item runs (when pytest captures fd 1)."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None:
+            return
+        # Without suspending capture, a line written during an item would land in the item's
+        # captured output instead of on the terminal.
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+            tr.ensure_newline()
+            tr.write_line(line, **markup)
 
     def _open_outputs(self) -> None:
         if os.environ.get("ENABLE_OTEL", "").lower() in ("1", "true", "yes") or self.config.getoption("otel"):
@@ -393,16 +403,9 @@ class LLMEvalSession:
         rate = fresh / elapsed
         left = st.submitted - st.done
         eta = f", ETA {left / rate:.0f}s" if rate > 0 and left else ""
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        if tr is None:
-            return
-        line = f"[llmeval] generated {st.done}/{st.submitted} ({st.cached} cached, {rate:.1f} req/s{eta})"
-        # Called while an item runs, when pytest captures fd 1: without suspending capture the
-        # line would land in the item's captured output instead of on the terminal.
-        capman = self.config.pluginmanager.get_plugin("capturemanager")
-        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
-            tr.ensure_newline()
-            tr.write_line(line, cyan=True)
+        self._write_line(
+            f"[llmeval] generated {st.done}/{st.submitted} ({st.cached} cached, {rate:.1f} req/s{eta})", cyan=True
+        )
 
     # -- running -------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)

@@ -323,10 +323,11 @@ class VLLMServerBackend(OpenAIBackend):
         import openai
 
         try:
-            if cpu_build():  # every model of the server, the base one included
-                with model_gate(str(self.base_url)).use(self.served_model()):
-                    return super().generate(request)
-            return super().generate(request)
+            gate = (  # every model of the server, the base one included
+                model_gate(str(self.base_url)).use(self.served_model()) if cpu_build() else contextlib.nullcontext()
+            )
+            with gate:
+                return super().generate(request)
         except (openai.APIConnectionError, openai.InternalServerError) as e:
             dead = self._dead_server_note(wait_s=2.0)
             if dead:
