@@ -16,6 +16,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from pytest_llmeval.fsutil import temp_sibling
+
 from .errors import FinetuneError
 
 METADATA_FILE = "llmeval_adapter.json"
@@ -118,25 +120,12 @@ def write_metadata(directory: Path, meta: dict[str, Any]) -> None:
 
 
 def temp_dir_for(output: Path) -> Path:
-    """A fresh temporary sibling of ``output`` (same filesystem, so the final rename is atomic)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(output)
-    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
+    """A fresh temporary sibling of ``output`` (same filesystem, so the final rename is atomic).
 
-
-def clean_stale(output: Path) -> None:
-    """Remove temporary siblings left by runs whose process is gone."""
-    for stale in output.parent.glob(f".{output.name}.*-*"):
-        try:
-            pid = int(stale.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
-            shutil.rmtree(stale, ignore_errors=True)
-        except PermissionError:
-            pass
+    Also removes any ``.NAME.*-PID`` sibling (temporary or set-aside old adapter) left by a
+    run whose process is gone.
+    """
+    return temp_sibling(output, f".{output.name}.*-*")
 
 
 def install(tmp: Path, output: Path) -> None:

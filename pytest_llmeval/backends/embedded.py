@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..fsutil import temp_sibling
+
 EMBEDDED_PREFIX = "embedded:"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion itself changes, so stale caches are rebuilt.
@@ -97,19 +99,7 @@ def materialize(name: str = "smollm2") -> Path:
     if (target / MARKER).is_file():
         return target
     src = gguf_path(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Clean up leftovers of interrupted conversions by other processes that are gone.
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        try:
-            pid = int(stale.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
-            shutil.rmtree(stale, ignore_errors=True)
-        except PermissionError:
-            pass
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = temp_sibling(target)  # also clears leftovers of interrupted conversions
     started = time.monotonic()
     try:
         _progress(f"converting embedded model {name} ({src.name}) to safetensors, once")
