@@ -54,6 +54,50 @@ def test_batched_greedy_matches_one_at_a_time(base_backend):
     assert c.finish_reason in ("stop", "length") and c.latency_s > 0
 
 
+def test_shared_prompt_prefixes_go_through_the_model_once(base_backend):
+    """A batch's common prefixes (system message, schema) are computed once, and change no output."""
+    import torch
+
+    system_a = "You extract data. Reply with JSON that matches this schema: {\"name\": string, \"age\": integer}."
+    system_b = "You answer questions about geography in one short sentence."
+    requests = [
+        Request.make([{"role": "system", "content": system_a}, {"role": "user", "content": u}], max_tokens=16)
+        for u in ("Ana is 31.", "Bo, aged 7.", "The customer, Carla Diaz, turned 45 today.")
+    ] + [
+        Request.make([{"role": "system", "content": system_b}, {"role": "user", "content": u}], max_tokens=16)
+        for u in ("Capital of Peru?", "Longest river in Africa?")
+    ]
+    model = base_backend.model
+    prompts = [base_backend._prompt_ids(r) for r in requests]
+    forwarded: list[int] = []
+
+    def count(_module, _args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[0] == 1:  # the per-prefix passes; the batched decode has 5 rows
+            forwarded.append(ids.shape[1])
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        batched = base_backend.generate_batch(requests)
+    finally:
+        handle.remove()
+    # Every distinct prefix (a node of the prompts' prefix tree) goes through the model exactly once.
+    nodes = {tuple(p[:k]) for p in prompts for k in range(1, len(p))}
+    assert sum(forwarded) == len(nodes)
+    assert sum(forwarded) < sum(len(p) - 1 for p in prompts) * 0.6
+    # ... and the text is what plain generate gives each prompt alone, without any cache tricks.
+    alone = []
+    for p in prompts:
+        with torch.inference_mode():
+            out = model.generate(input_ids=torch.tensor([p]), max_new_tokens=16, do_sample=False,
+                                 temperature=None, top_p=None, top_k=None)
+        new = out[0, len(p):].tolist()
+        eos = base_backend.tokenizer.eos_token_id
+        alone.append(base_backend.tokenizer.decode(new[: new.index(eos)] if eos in new else new,
+                                                   skip_special_tokens=True))
+    assert [c.text for c in batched] == alone
+
+
 def test_peft_adapter_changes_the_output(base_backend, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
