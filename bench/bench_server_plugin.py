@@ -1,8 +1,9 @@
 """The plugin against a real server: pytest + plugin versus a raw async client, and versus one at a time.
 
-One vLLM server (the embedded SmolLM2, prefix caching off so no run is served
-from an earlier run's cache) answers all three, with the same JSON-extraction
-prompts, greedy, at most --max-tokens new tokens:
+One vLLM server (the embedded SmolLM2, with vLLM's default prefix caching, reset
+before each variant so none is served from an earlier one's cache) answers all
+three, with the same JSON-extraction prompts, greedy, at most --max-tokens new
+tokens:
 
   1. a raw async client (openai.AsyncOpenAI, --concurrency requests in flight),
      a whole Python process;
@@ -73,6 +74,16 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
     return elapsed, out.stdout
 
 
+def reset_prefix_cache(server: object) -> None:
+    """Empty the server's prefix cache (a dev-mode endpoint), so each variant starts cold."""
+    import httpx
+
+    r = httpx.post(f"{server.url}/reset_prefix_cache", timeout=60)
+    r.raise_for_status()
+    if not r.json().get("success"):
+        sys.exit(f"the server did not reset its prefix cache: {r.text}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=150)
@@ -102,7 +113,8 @@ def main() -> None:
     server = VLLMServer(
         resolve_model_path(BASE),
         BASE,
-        extra_args=["--dtype", a.dtype, "--no-enable-prefix-caching"],
+        extra_args=["--dtype", a.dtype],
+        env={"VLLM_SERVER_DEV_MODE": "1"},  # for /reset_prefix_cache
         log_path=work / "server.log",
     )
     py = sys.executable
@@ -117,13 +129,16 @@ def main() -> None:
         )
         pytest_cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_bench.py", "--model", "srv",
                       "--models-file", "models.yaml", "--cache", "off", "--no-metrics"]
+        reset_prefix_cache(server)
         t, out = timed([py, "raw_client.py", server.api_base, str(a.concurrency), str(a.max_tokens),
                         "requests.jsonl"], work)
         results["raw async client"] = (t, a.n)
         print(f"  raw async client, {a.concurrency} in flight: {t:.1f} s {out.strip()}", flush=True)
+        reset_prefix_cache(server)
         t, _ = timed(pytest_cmd, work)
         results["pytest + plugin"] = (t, a.n)
         print(f"  pytest + plugin, max_concurrency {a.concurrency}: {t:.1f} s", flush=True)
+        reset_prefix_cache(server)
         t, _ = timed([*pytest_cmd, "--no-scheduler", "-k", " or ".join(
             json.loads(line)["id"] for line in lines[: a.one_n])], work)
         results["pytest + plugin --no-scheduler"] = (t, a.one_n)
