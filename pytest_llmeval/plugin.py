@@ -140,12 +140,18 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     return None
 
 
+# The sessions of the pytest runs in progress in this process, innermost last (pytester
+# runs one inside another). The per-item fixtures find theirs here, see _current().
+_ACTIVE: list[LLMEvalSession] = []
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-html's, which reads the report path we may default
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "llmeval_dataset(path, prompt, params): parametrize a test over dataset cases")
     config.addinivalue_line("markers", "slow: a slow test (deselect with -m 'not slow')")
     session = LLMEvalSession(config)
     config.stash[SESSION_KEY] = session
+    _ACTIVE.append(session)
     config.pluginmanager.register(session, "llmeval-session")
     if config.pluginmanager.hasplugin("html") and not session.is_worker:
         from .report import HtmlReport
@@ -153,8 +159,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(HtmlReport(config, session), "llmeval-html")
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session in _ACTIVE:
+        _ACTIVE.remove(session)
+
+
 def _session(config: pytest.Config) -> LLMEvalSession:
     return config.stash[SESSION_KEY]
+
+
+def _current() -> tuple[LLMEvalSession, pytest.Item]:
+    """The running session and the item being set up.
+
+    The per-item fixtures take no ``request``: pytest builds a fixture definition
+    for every ``request`` a fixture asks for, and for ``model``, ``case`` and
+    ``completion`` that was the largest part of the plugin's cost per item.
+    """
+    session = _ACTIVE[-1]
+    if session.current_item is None:
+        raise RuntimeError("pytest-llmeval fixtures are only available while a test item runs")
+    return session, session.current_item
 
 
 class ModelHandle:
@@ -177,21 +202,24 @@ class ModelHandle:
 
 
 @pytest.fixture
-def model(request: pytest.FixtureRequest) -> ModelHandle:
+def model() -> ModelHandle:
     """The model this item runs against (parametrized from --model)."""
-    return ModelHandle(_session(request.config), request.param)
+    session, item = _current()
+    return ModelHandle(session, item.callspec.params["model"])  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-def case(request: pytest.FixtureRequest) -> Any:
+def case() -> Any:
     """The dataset case of this item."""
-    return request.param
+    _, item = _current()
+    return item.callspec.params["case"]  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-def completion(request: pytest.FixtureRequest, model: ModelHandle, case: Any) -> Any:
+def completion(model: ModelHandle, case: Any) -> Any:
     """This item's completion, generated ahead by the scheduler."""
-    return _session(request.config).completion_for(request.node)
+    session, item = _current()
+    return session.completion_for(item)
 
 
 @pytest.fixture

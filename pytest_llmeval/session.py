@@ -61,6 +61,7 @@ class LLMEvalSession:
         self.model_comparisons: list[ModelComparison] = []
         self.verdict: Any = None
         self.session: pytest.Session | None = None
+        self.current_item: pytest.Item | None = None
         self._submitted = False
         self._gen_counter = 0
         self._last_progress = 0.0
@@ -408,6 +409,10 @@ class LLMEvalSession:
         )
 
     # -- running -------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self.current_item = item  # what the model, case and completion fixtures read
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Any:
         store: list[dict[str, Any]] = []
