@@ -35,30 +35,16 @@ def _passes(task: str, output: str, case: dict[str, Any], target: str) -> bool:
 def generate(
     model: Any, tok: Any, prompts: list[list[int]], batch_size: int, max_new_tokens: int, log: Any = None
 ) -> list[str]:
-    """Greedy completions for token-id prompts, in left-padded batches (longest first)."""
-    import torch
+    """Greedy completions for token-id prompts, in batches (longest first), as the hf backend makes them."""
+    from pytest_llmeval.backends.hf import generate_tokens
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[str] = [""] * len(prompts)
-    pad = tok.pad_token_id
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx])
-        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx])
-        with torch.inference_mode():
-            gen = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                pad_token_id=pad,
-            )
+        new = generate_tokens(model, [prompts[i] for i in idx], tok.pad_token_id, max_new_tokens)
         for row, i in enumerate(idx):
-            out[i] = tok.decode(gen[row, width:], skip_special_tokens=True)
+            out[i] = tok.decode(new[row], skip_special_tokens=True)
         if log:
             log(f"  {min(start + batch_size, len(order))}/{len(order)} generated")
     return out
@@ -82,6 +68,7 @@ def evaluate(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from pytest_llmeval.backends.hf import use_cpu_attention
     from pytest_llmeval.dataset import load_cases
     from pytest_llmeval.prompts import load_template
 
@@ -119,6 +106,7 @@ def evaluate(
                 raise FinetuneError(problem)
             # Merged, the adapter costs nothing per token; the outputs are the same up to float rounding.
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        use_cpu_attention(model, "cpu")
         model.eval()
         started = time.monotonic()
         outputs = generate(model, tok, prompts, batch_size, max_new_tokens, log)

@@ -538,3 +538,28 @@ def test_config_yaml_documents_every_key():
         "keep_checkpoints",
     }
     assert keys | run_keys == set(FinetuneConfig().to_dict())
+
+
+@pytest.mark.slow
+def test_quick_eval_gives_the_plugin_backends_outputs(trained):
+    """quick_eval generates through the hf backend's code, so its outputs are the eval's outputs."""
+    from finetune.quick_eval import evaluate
+    from pytest_llmeval.backends.base import Request
+    from pytest_llmeval.backends.hf import HFBackend
+    from pytest_llmeval.dataset import load_cases
+    from pytest_llmeval.models import parse_models
+    from pytest_llmeval.prompts import load_template
+
+    evals, adapter = trained["evals"], str(trained["out"])
+    cases_file = evals / "json_extraction" / "train.jsonl"
+    res = evaluate("json_extraction", "smollm2", [adapter], cases_file=str(cases_file), evals_dir=str(evals),
+                   limit=3, batch_size=3, max_new_tokens=12, log=lambda _m: None)
+    template = load_template(evals / "json_extraction" / "prompt.md")
+    requests = [Request.make(template.render(c.data, c.id), max_tokens=12) for c in load_cases(cases_file)[:3]]
+    outputs = {}
+    for run, extra in (("base", {}), (adapter, {"adapter": adapter})):
+        spec = parse_models({"models": {"m": {"type": "hf", "path": "embedded:smollm2", **extra}}})["m"]
+        outputs[run] = [c.text for c in HFBackend(spec).generate_batch(requests)]
+        assert [o["output"] for o in res["runs"][run]["outputs"]] == outputs[run]
+    assert outputs["base"] != outputs[adapter]
+    assert res["cases"] == 3 and set(res["runs"]) == {"base", adapter}

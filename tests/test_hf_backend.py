@@ -98,6 +98,21 @@ def test_shared_prompt_prefixes_go_through_the_model_once(base_backend):
     assert [c.text for c in batched] == alone
 
 
+def test_4bit_model_generates_the_same_batched_and_alone():
+    """load_in_4bit (bitsandbytes nf4, on CPU here) goes through the same batched path."""
+    import bitsandbytes as bnb
+
+    from pytest_llmeval.backends.hf import HFBackend
+
+    b = HFBackend(_spec(load_in_4bit=True))
+    b.load()
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in b.model.modules())
+    batched = [c.text for c in b.generate_batch([_req(p) for p in PROMPTS])]
+    alone = [b.generate_batch([_req(p)])[0].text for p in PROMPTS]
+    assert all(t.strip() for t in batched)
+    assert batched == alone
+
+
 def test_peft_adapter_changes_the_output(base_backend, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

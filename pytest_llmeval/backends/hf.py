@@ -81,8 +81,7 @@ class HFBackend(Backend):
             device = self.spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
             if not self.spec.load_in_4bit:
                 model = model.to(device)
-            if str(device) == "cpu" and getattr(model.config, "_attn_implementation", None) == "sdpa":
-                model.set_attn_implementation(_register_cpu_attention())
+            use_cpu_attention(model, device)
             model.eval()
             self.device = device
             self.tokenizer, self.model = tok, model
@@ -119,42 +118,26 @@ class HFBackend(Backend):
         temperature = float(params.get("temperature", self.spec.params.get("temperature", 0.0)))
         stops = params.get("stop") or []
         prompts = [self._prompt_ids(r) for r in requests]
-        width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
 
         class _Cancel(StoppingCriteria):
             def __call__(self, *_: Any, **__: Any) -> bool:
                 return bool(cancelled is not None and cancelled.is_set())
 
-        gen_kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new,
-            "pad_token_id": pad,
-            "stopping_criteria": StoppingCriteriaList([_Cancel()]),
-        }
+        gen_kwargs: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([_Cancel()])}
         if temperature > 0:
             gen_kwargs.update(do_sample=True, temperature=temperature, top_p=float(params.get("top_p", 1.0)))
             if "seed" in params:
                 torch.manual_seed(int(params["seed"]))
-        else:
-            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with device_lock(str(self.device)):
             started = time.perf_counter()  # latency is the generation's, not the wait for the device
-            with torch.inference_mode():
-                if _plain_kv_layers(self.model):
-                    # Prompts go in with their shared prefixes computed once; decoding then
-                    # writes into a preallocated cache instead of growing it by torch.cat.
-                    gen_kwargs["past_key_values"] = prefilled_cache(self.model, prompts, max_new)
-                    gen_kwargs["disable_compile"] = True
-                out = self.model.generate(input_ids=input_ids, attention_mask=attn, **gen_kwargs)
+            generated = generate_tokens(self.model, prompts, pad, max_new, self.device, **gen_kwargs)
             elapsed = time.perf_counter() - started
         if cancelled is not None and cancelled.is_set():
             raise ModelCallError("generation cancelled")
         eos = self.tokenizer.eos_token_id
         results = []
-        for i, p in enumerate(prompts):
-            new = out[i, width:].tolist()
+        for p, new in zip(prompts, generated, strict=True):
             finish = "length"
             if eos in new:
                 new = new[: new.index(eos)]
@@ -180,6 +163,37 @@ class HFBackend(Backend):
                 )
             )
         return results
+
+
+def use_cpu_attention(model: Any, device: Any) -> None:
+    """On CPU, switch a model using transformers' ``sdpa`` to the grouped-query SDPA."""
+    if str(device) == "cpu" and getattr(model.config, "_attn_implementation", None) == "sdpa":
+        model.set_attn_implementation(_register_cpu_attention())
+
+
+def generate_tokens(model: Any, prompts: list[list[int]], pad_token_id: int, max_new_tokens: int,
+                    device: Any = "cpu", **gen_kwargs: Any) -> list[list[int]]:
+    """New token ids for each prompt, generated as one left-padded batch (greedy unless told).
+
+    Where every layer keeps a plain key/value cache, the shared prompt prefixes are
+    computed once and decoding writes into a preallocated cache (``prefilled_cache``);
+    other architectures go through plain ``generate``. Tokens after the last real one
+    are ``pad_token_id``.
+    """
+    import torch
+
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
+    attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": pad_token_id, **gen_kwargs}
+    if not kwargs.get("do_sample"):
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    with torch.inference_mode():
+        if _plain_kv_layers(model):
+            kwargs["past_key_values"] = prefilled_cache(model, prompts, max_new_tokens)
+            kwargs["disable_compile"] = True  # a static cache would trigger compilation on a GPU
+        out = model.generate(input_ids=input_ids, attention_mask=attn, **kwargs)
+    return [out[i, width:].tolist() for i in range(len(prompts))]
 
 
 def _register_cpu_attention() -> str:
