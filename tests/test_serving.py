@@ -158,6 +158,9 @@ def test_command_has_lora_modules_rank_and_cpu_defaults(tmp_path):
     if is_cpu_build():
         assert "--enforce-eager" in cmd  # torch.compile costs a minute of start-up for no throughput
         assert server.environment()["VLLM_CPU_KVCACHE_SPACE"] == "2"  # not 90% of the machine
+        assert cmd[cmd.index("--block-size") + 1] == "32"  # prefix caching reuses whole blocks
+        own = VLLMServer("/m", extra_args=["--block-size", "64"]).command()
+        assert own.count("--block-size") == 1 and own[own.index("--block-size") + 1] == "64"
     assert "--enforce-eager" not in VLLMServer("/m", enforce_eager=False).command()
 
 
