@@ -241,20 +241,21 @@ def _plain_kv_layers(model: Any) -> bool:
     return cached
 
 
-def prefill_prompts(model: Any, prompts: list[list[int]]) -> list[list[tuple[Any, Any]]]:
-    """Key/value states of each prompt without its last token, shared prefixes computed once.
+def prefill_prompts(model: Any, prompts: list[list[int]], on_prompt: Any) -> None:
+    """Compute the key/value states of each prompt without its last token, shared prefixes once.
 
     The prompts form a prefix tree: every run of tokens that several prompts share
     (a system message, a JSON schema) goes through the model once, and each prompt
-    then continues from its branch alone, so no padding is computed either. Returns,
-    per prompt, one ``(keys, values)`` pair per layer, each ``(1, kv_heads, len - 1, head_dim)``.
-    The last token is left for ``generate``, whose first step then yields the first new token.
+    then continues from its branch alone, so no padding is computed either. As each
+    prompt is done, ``on_prompt(i, kv)`` gets its index and one ``(keys, values)`` pair
+    per layer, each ``(1, kv_heads, len - 1, head_dim)``; nothing is kept after that.
+    The last token is left for ``generate``, whose first step yields the first new token.
+    Every prompt must have at least two tokens.
     """
     import torch
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    out: list[Any] = [None] * len(prompts)
 
     def fill(rows: list[int], start: int, kv: list[tuple[Any, Any]] | None) -> None:
         first = prompts[rows[0]]
@@ -270,34 +271,43 @@ def prefill_prompts(model: Any, prompts: list[list[int]]) -> list[list[tuple[Any
         branches: dict[int, list[int]] = {}
         for r in rows:
             if len(prompts[r]) - 1 == shared:
-                out[r] = kv
+                on_prompt(r, kv)
             else:
                 branches.setdefault(prompts[r][shared], []).append(r)
         for branch in branches.values():
             fill(branch, shared, kv)
 
     fill(list(range(len(prompts))), 0, None)
-    return out
 
 
 def prefilled_cache(model: Any, prompts: list[list[int]], max_new_tokens: int) -> Any:
-    """A static cache holding every prompt but its last token, left-padded like the batch's input ids."""
+    """A static cache holding every prompt but its last token, left-padded like the batch's input ids.
+
+    Each prompt's states are written into the cache as soon as they are computed, so
+    the peak memory is the cache's own plus one prompt's.
+    """
     from transformers import StaticCache
 
     width = max(len(p) for p in prompts)
     cache = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
-    per_prompt = prefill_prompts(model, prompts)
-    if any(kv is None for kv in per_prompt):  # a one-token prompt: nothing to cache before it
-        return StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
-    for layer in range(len(per_prompt[0])):
-        k0 = per_prompt[0][layer][0]
-        keys = k0.new_zeros(len(prompts), k0.shape[1], width - 1, k0.shape[3])
-        values = keys.clone()
-        for i, kv in enumerate(per_prompt):
-            n = len(prompts[i]) - 1
-            keys[i, :, width - 1 - n :] = kv[layer][0][0]
-            values[i, :, width - 1 - n :] = kv[layer][1][0]
-        cache.update(keys, values, layer)
+    if min(len(p) for p in prompts) < 2:  # a one-token prompt has nothing to cache before it
+        return cache
+
+    allocated = False
+
+    def write(i: int, kv: list[tuple[Any, Any]]) -> None:
+        nonlocal allocated
+        if not allocated:
+            for layer, (k, _) in enumerate(kv):  # allocate, and mark width - 1 positions as filled
+                zeros = k.new_zeros(len(prompts), k.shape[1], width - 1, k.shape[3])
+                cache.update(zeros, zeros, layer)
+            allocated = True
+        n = len(prompts[i]) - 1
+        for layer, (k, v) in enumerate(kv):
+            cache.layers[layer].keys[i, :, width - 1 - n : width - 1] = k[0]
+            cache.layers[layer].values[i, :, width - 1 - n : width - 1] = v[0]
+
+    prefill_prompts(model, prompts, write)
     return cache
 
 
