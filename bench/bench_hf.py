@@ -16,35 +16,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-TASK = ROOT / "evals" / "json_extraction"
+from _common import ROOT, extraction_project, extrapolate, timed
+
 MAX_TOKENS = 128
-
-TEST = f'''from pytest_llmeval import dataset, scorers
-
-
-@dataset("cases.jsonl", prompt="prompt.md", max_tokens={MAX_TOKENS}, main_score="field_accuracy")
-def test_extraction(case, completion):
-    with scorers.soft():
-        data = scorers.json_valid(completion.text)
-        scorers.matches_schema(data, case["schema"])
-        scorers.field_accuracy(data, case["expected"], at_least=1.0)
-'''
-
-
-def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
-    started = time.perf_counter()
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - started
-    if out.returncode not in (0, 1):
-        sys.exit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return elapsed
 
 
 def main() -> None:
@@ -60,11 +38,7 @@ def main() -> None:
 
     model_dir = materialize("smollm2")
     work = Path(tempfile.mkdtemp(prefix="llmeval-bench-hf-"))
-    lines = (TASK / "cases.jsonl").read_text().splitlines()[: a.n]
-    (work / "cases.jsonl").write_text("\n".join(lines) + "\n")
-    shutil.copy(TASK / "prompt.md", work / "prompt.md")
-    (work / "test_bench.py").write_text(TEST)
-    (work / "pytest.ini").write_text("[pytest]\n")
+    ids = extraction_project(work, a.n, MAX_TOKENS)
     shutil.copy(ROOT / "evals" / "models.yaml", work / "models.yaml")
 
     # The same prompts for lm-eval: its chat template gets our system text and user message.
@@ -88,16 +62,16 @@ def main() -> None:
               "--models-file", "models.yaml", "--cache", "off", "--no-metrics"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     results = {}
-    results["plugin (batch 32, scheduler)"] = timed(common, work, env)
+    results["plugin (batch 32, scheduler)"] = timed(common, work, env)[0]
     one_n = a.one_n or a.n
-    one_k = [] if one_n >= a.n else ["-k", " or ".join(json.loads(x)["id"] for x in lines[:one_n])]
+    one_k = [] if one_n >= a.n else ["-k", " or ".join(ids[:one_n])]
     one_label = f"plugin --no-scheduler (one at a time{'' if one_n >= a.n else f', first {one_n} cases'})"
-    t_k = timed([*common, "--no-scheduler", *one_k], work, env)
+    t_k = timed([*common, "--no-scheduler", *one_k], work, env)[0]
     if one_n < a.n:
         # Start-up (imports, model load) happens once: time one case too, and extrapolate only
-        # the per-case part: t(1) + (n - 1) * (t(k) - t(1)) / (k - 1).
-        t_1 = timed([*common, "--no-scheduler", "-k", json.loads(lines[0])["id"]], work, env)
-        t_k = t_1 + (a.n - 1) * (t_k - t_1) / max(1, one_n - 1)
+        # the per-case part.
+        t_1 = timed([*common, "--no-scheduler", "-k", ids[0]], work, env)[0]
+        t_k = extrapolate(t_1, t_k, one_n, a.n)
     results[one_label] = t_k
     if not a.skip_lm_eval and shutil.which("lm_eval", path=str(Path(py).parent)):
         results["lm-eval hf --batch_size 32"] = timed(
@@ -106,7 +80,7 @@ def main() -> None:
              "--batch_size", "32", "--device", "cpu", "--apply_chat_template", "--system_instruction", system,
              "--output_path", str(work / "lmeval_out")],
             work, env,
-        )
+        )[0]
     print(f"{a.n} JSON cases, max {MAX_TOKENS} new tokens, whole-process wall time")
     base = results["plugin (batch 32, scheduler)"]
     for name, t in results.items():

@@ -23,27 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-TASK = REPO / "evals" / "json_extraction"
+from _common import ROOT, extraction_project, extrapolate, timed
+
 BASE = "embedded:smollm2"
-
-TEST = '''from pytest_llmeval import dataset, scorers
-
-
-@dataset("cases.jsonl", prompt="prompt.md", max_tokens={max_tokens}, main_score="field_accuracy")
-def test_extraction(case, completion):
-    with scorers.soft():
-        data = scorers.json_valid(completion.text)
-        scorers.matches_schema(data, case["schema"])
-        scorers.field_accuracy(data, case["expected"], at_least=1.0)
-'''
 
 RAW = '''import asyncio, json, sys
 from openai import AsyncOpenAI
@@ -67,15 +53,6 @@ asyncio.run(main())
 '''
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
-    started = time.perf_counter()
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if out.returncode not in (0, 1):
-        sys.exit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return elapsed, out.stdout
-
-
 def reset_prefix_cache(server: object) -> None:
     """Empty the server's prefix cache (a dev-mode endpoint), so each variant starts cold."""
     import httpx
@@ -95,18 +72,14 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--vllm-args", default="", help="more vLLM arguments, e.g. '--block-size 32'")
     a = ap.parse_args()
-    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(ROOT))
     from pytest_llmeval.backends.embedded import resolve_model_path
     from pytest_llmeval.dataset import load_cases
     from pytest_llmeval.prompts import load_template
     from serving.server import VLLMServer
 
     work = Path(tempfile.mkdtemp(prefix="llmeval-bench-server-"))
-    lines = (TASK / "cases.jsonl").read_text().splitlines()[: a.n]
-    (work / "cases.jsonl").write_text("\n".join(lines) + "\n")
-    shutil.copy(TASK / "prompt.md", work / "prompt.md")
-    (work / "test_bench.py").write_text(TEST.format(max_tokens=a.max_tokens))
-    (work / "pytest.ini").write_text("[pytest]\n")
+    ids = extraction_project(work, a.n, a.max_tokens)
     template = load_template(work / "prompt.md")
     with open(work / "requests.jsonl", "w") as f:
         for c in load_cases(work / "cases.jsonl"):
@@ -141,12 +114,11 @@ def main() -> None:
         t, _ = timed(pytest_cmd, work)
         results["pytest + plugin"] = (t, a.n)
         print(f"  pytest + plugin, max_concurrency {a.concurrency}: {t:.1f} s", flush=True)
-        ids = [json.loads(line)["id"] for line in lines]
         reset_prefix_cache(server)
         t_k, _ = timed([*pytest_cmd, "--no-scheduler", "-k", " or ".join(ids[: a.one_n])], work)
         reset_prefix_cache(server)
         t_1, _ = timed([*pytest_cmd, "--no-scheduler", "-k", ids[0]], work)
-        t = t_1 + (a.n - 1) * (t_k - t_1) / max(1, a.one_n - 1)
+        t = extrapolate(t_1, t_k, a.one_n, a.n)
         results["pytest + plugin --no-scheduler"] = (t, a.n)
         print(f"  pytest + plugin --no-scheduler: 1 case {t_1:.1f} s, {a.one_n} cases {t_k:.1f} s, "
               f"{a.n} cases extrapolated {t:.1f} s", flush=True)
