@@ -74,9 +74,9 @@ def main() -> None:
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from pytest_llmeval.backends.embedded import resolve_model_path
+    from pytest_llmeval.backends.vllm_process import VLLMServer
     from pytest_llmeval.dataset import load_cases
     from pytest_llmeval.prompts import load_template
-    from serving.server import VLLMServer
 
     work = Path(tempfile.mkdtemp(prefix="llmeval-bench-server-"))
     ids = extraction_project(work, a.n, a.max_tokens)

@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from pytest_llmeval.backends.base import Completion, Request  # noqa: E402
 from pytest_llmeval.backends.embedded import resolve_model_path  # noqa: E402
-from pytest_llmeval.models import ModelSpec  # noqa: E402
+from pytest_llmeval.backends.hf import HFSpec  # noqa: E402
+from pytest_llmeval.backends.vllm_server import VLLMServerSpec  # noqa: E402
 
 BASE = "embedded:smollm2"
 CASES = REPO / "evals/json_extraction/cases.jsonl"
@@ -81,7 +82,7 @@ def run_vllm(backend, requests: list[Request], concurrency: int) -> tuple[float,
 def run_hf(requests: list[Request], batch_size: int) -> tuple[float, list[Completion]]:
     from pytest_llmeval.backends.hf import HFBackend
 
-    backend = HFBackend(ModelSpec(name="hf", type="hf", path=BASE, batch_size=batch_size))
+    backend = HFBackend(HFSpec(name="hf", type="hf", path=BASE, batch_size=batch_size))
     backend.load()
     started = time.perf_counter()
     outs: list[Completion] = []
@@ -111,8 +112,8 @@ def main() -> None:
     ap.add_argument("--hf-n", type=int, default=32, help="requests timed on transformers (0: skip)")
     a = ap.parse_args()
 
+    from pytest_llmeval.backends.vllm_process import VLLMServer
     from pytest_llmeval.backends.vllm_server import VLLMServerBackend
-    from serving.server import VLLMServer
 
     requests, what = load_requests(a.n, a.max_tokens)
     work = Path(tempfile.mkdtemp(prefix="llmeval-bench-serving-"))
@@ -149,7 +150,7 @@ def main() -> None:
         )
         backends = {}
         for name, adapter_name in (("base", None), ("adapter", "json-lora")):
-            spec = ModelSpec(
+            spec = VLLMServerSpec(
                 name=name,
                 type="vllm_server",
                 model=BASE,

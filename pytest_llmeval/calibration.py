@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections import Counter
@@ -27,8 +26,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from .agreement import (  # noqa: F401  (re-exported: the calibration API)
+    agreement,
+    exact_agreement,
+    quadratic_weighted_kappa,
+    self_consistency,
+    spearman,
+    within_one_agreement,
+)
 from .backends.base import Request
 from .dataset import load_cases
 from .errors import ConfigError, DatasetError, LLMEvalError
@@ -49,92 +54,6 @@ from .models import ModelSpec, builtin_backends, load_models
 
 DEFAULT_MODELS_FILE = "evals/models.yaml"
 DEFAULT_CACHE = ".llmeval/cache.sqlite"
-
-
-# -- statistics (numpy only) ------------------------------------------------------------
-def exact_agreement(human: list[int], judge: list[int]) -> float | None:
-    """Share of items where the judge gave the human's score."""
-    if not human:
-        return None
-    return float(np.mean(np.asarray(human) == np.asarray(judge)))
-
-
-def within_one_agreement(human: list[int], judge: list[int]) -> float | None:
-    """Share of items where the judge is at most one point from the human."""
-    if not human:
-        return None
-    return float(np.mean(np.abs(np.asarray(human) - np.asarray(judge)) <= 1))
-
-
-def quadratic_weighted_kappa(human: list[int], judge: list[int], low: int = 1, high: int = 5) -> float | None:
-    """Cohen's kappa with quadratic weights on the scale ``low..high``.
-
-    1 is perfect agreement, 0 is what independent raters with the same score
-    distributions would reach by chance. None when undefined (e.g. both raters
-    gave one and the same score to everything).
-    """
-    if not human:
-        return None
-    k = high - low + 1
-    h = np.asarray(human) - low
-    j = np.asarray(judge) - low
-    observed = np.zeros((k, k))
-    np.add.at(observed, (h, j), 1)
-    expected = np.outer(np.bincount(h, minlength=k), np.bincount(j, minlength=k)) / len(h)
-    idx = np.arange(k)
-    weights = (idx[:, None] - idx[None, :]) ** 2 / (k - 1) ** 2
-    denom = float((weights * expected).sum())
-    if denom == 0:
-        return None
-    return float(1.0 - (weights * observed).sum() / denom)
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties get their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    for value in np.unique(x):
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def spearman(human: list[int], judge: list[int]) -> float | None:
-    """Spearman's rho (Pearson correlation of average ranks). None if either side is constant."""
-    if len(human) < 2:
-        return None
-    a = _ranks(np.asarray(human, dtype=float))
-    b = _ranks(np.asarray(judge, dtype=float))
-    a, b = a - a.mean(), b - b.mean()
-    denom = math.sqrt(float((a * a).sum() * (b * b).sum()))
-    if denom == 0:
-        return None
-    return float((a * b).sum() / denom)
-
-
-def agreement(human: list[int], judge: list[int]) -> dict[str, Any]:
-    """All agreement figures for paired scores."""
-    return {
-        "n": len(human),
-        "exact": exact_agreement(human, judge),
-        "within_one": within_one_agreement(human, judge),
-        "kappa_quadratic": quadratic_weighted_kappa(human, judge),
-        "spearman": spearman(human, judge),
-    }
-
-
-def self_consistency(samples: list[list[int]]) -> dict[str, Any]:
-    """Mean per-item population stdev of repeated verdicts, and the share of items whose
-    repeated verdicts all agree (items with at least two parsed samples)."""
-    rows = [s for s in samples if len(s) >= 2]
-    if not rows:
-        return {"n": 0, "mean_stdev": None, "all_agree": None}
-    return {
-        "n": len(rows),
-        "mean_stdev": float(np.mean([np.std(s) for s in rows])),
-        "all_agree": float(np.mean([len(set(s)) == 1 for s in rows])),
-    }
 
 
 # -- running the judge outside pytest ------------------------------------------------------
@@ -168,8 +87,9 @@ class JudgeRunner:
         return runner
 
     @classmethod
-    def from_session(cls, session: Any) -> JudgeRunner:
-        return cls(session.specs(), session._scheduler(), str(session.models_file()), owned=False)
+    def from_run(cls, selection: Any, generation: Any) -> JudgeRunner:
+        """A runner on a pytest run's models, scheduler and cache (the run owns them)."""
+        return cls(selection.specs(), generation.scheduler(), str(selection.models_file()), owned=False)
 
     def _backend(self, name: str) -> Any:
         if name not in self._backends:
@@ -291,9 +211,9 @@ def run_calibration(
 ) -> CalibrationReport:
     """Grade every calibration pair with ``judge_model`` and measure agreement with the human scores.
 
-    ``session_or_models_file`` is a running ``LLMEvalSession`` (its scheduler
-    and cache are used) or the path of a models.yaml (a scheduler with a
-    response cache at ``cache_path`` is built for the run).
+    ``session_or_models_file`` is a running ``LLMEvalSession`` (its models,
+    scheduler and cache are used) or the path of a models.yaml (a scheduler with
+    a response cache at ``cache_path`` is built for the run).
     """
     if repeats < 0:
         raise ValueError("repeats must be >= 0")
@@ -301,7 +221,8 @@ def run_calibration(
     if isinstance(session_or_models_file, (str, Path)):
         runner = JudgeRunner.from_models_file(session_or_models_file, cache_path, cache_mode)
     else:
-        runner = JudgeRunner.from_session(session_or_models_file)
+        run = session_or_models_file
+        runner = JudgeRunner.from_run(run.selection, run.generation)
     try:
         check_judge_model(judge_model, runner.specs, runner.source)
         rubric = load_rubric(rubric_file)

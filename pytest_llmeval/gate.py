@@ -176,12 +176,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _entry(agg: Any, session: Any) -> dict[str, Any]:
-    spec_hash = None
-    try:
-        spec_hash = session.spec(agg.model).spec_hash()
-    except Exception:
-        pass
+def _entry(agg: Any, dataset_hash: str | None, spec_hash: str | None) -> dict[str, Any]:
     return {
         "n": agg.n,
         "pass_rate": round(agg.pass_rate, 6),
@@ -190,7 +185,7 @@ def _entry(agg: Any, session: Any) -> dict[str, Any]:
         "latency_p95": _r(agg.latency_p95),
         "cost": round(agg.cost, 8),
         "errors": agg.errors,
-        "dataset_hash": session.datasets.get(agg.test),
+        "dataset_hash": dataset_hash,
         "model_spec_hash": spec_hash,
         "cases": {
             cid: {"passed": c["passed"], "score": _r(c.get("score")), "latency": _r(c.get("latency"))}
@@ -203,14 +198,21 @@ def _r(v: float | None) -> float | None:
     return None if v is None else round(float(v), 6)
 
 
-def save_from_session(session: Any, path: str | Path, force: bool = False) -> str:
-    """Write the baseline for this run's aggregates; refuses a run with errors unless forced.
+def save_baseline(
+    path: str | Path,
+    aggregates: list[Any],
+    datasets: dict[str, str],
+    spec_hashes: dict[str, str | None],
+    root: str | Path,
+    force: bool = False,
+) -> str:
+    """Write the baseline for a run's aggregates; refuses a run with errors unless forced.
 
     Entries of other (test, model) pairs already in the file are kept.
     """
     from . import __version__
 
-    errors = sum(a.errors for a in session.aggregates)
+    errors = sum(a.errors for a in aggregates)
     if errors and not force:
         raise ConfigError(f"{errors} item(s) errored; a baseline from incomplete data is refused (--force-save-baseline)")
     p = Path(path)
@@ -220,14 +222,14 @@ def save_from_session(session: Any, path: str | Path, force: bool = False) -> st
             entries = load_baseline(p)["entries"]
         except ConfigError:
             entries = {}
-    for a in session.aggregates:
-        entries.setdefault(a.test, {})[a.model] = _entry(a, session)
+    for a in aggregates:
+        entries.setdefault(a.test, {})[a.model] = _entry(a, datasets.get(a.test), spec_hashes.get(a.model))
     data = {
         "format": FORMAT,
         "version": VERSION,
         "metadata": {
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "git_commit": _git_commit(session.config.rootpath),
+            "git_commit": _git_commit(root),
             "plugin_version": __version__,
         },
         "entries": entries,
@@ -437,25 +439,24 @@ def _check(a: Any, entry: dict[str, Any], base_cases: dict[str, Any], shared: li
     return row
 
 
-def evaluate(session: Any, baseline_path: str | None) -> Verdict:
-    """Run the gate for a session (reads options and ini keys)."""
-    cfg = session.config
-    tolerances = list(cfg.getoption("tolerance") or [])
+def evaluate(config: Any, aggregates: list[Any], datasets: dict[str, str], baseline_path: str | None) -> Verdict:
+    """Run the gate on a run's aggregates with the options and ini keys of ``config``."""
+    tolerances = list(config.getoption("tolerance") or [])
     if not tolerances:
-        tolerances = [parse_tolerance(t) for t in cfg.getini("llmeval_tolerance")]
-    floors = list(cfg.getoption("fail_under") or [])
+        tolerances = [parse_tolerance(t) for t in config.getini("llmeval_tolerance")]
+    floors = list(config.getoption("fail_under") or [])
     if not floors:
-        floors = [parse_floor(f) for f in cfg.getini("llmeval_fail_under")]
-    mode = cfg.getoption("gate_mode") or "significant"
+        floors = [parse_floor(f) for f in config.getini("llmeval_fail_under")]
+    mode = config.getoption("gate_mode") or "significant"
     entries = load_baseline(baseline_path)["entries"] if baseline_path else None
     return compare(
         entries,
-        session.aggregates,
+        aggregates,
         tolerances=tolerances,
         floors=floors,
         mode=mode,
-        require_baseline=cfg.getoption("require_baseline"),
-        datasets=session.datasets,
+        require_baseline=config.getoption("require_baseline"),
+        datasets=datasets,
     )
 
 

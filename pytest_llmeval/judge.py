@@ -348,29 +348,21 @@ def agreement_note(root: str | Path, judge_model: str, rubric_text: str | None =
     return note
 
 
-def session_agreement_note(session: Any) -> str | None:
-    """The agreement line for the session's judge model, or None if it cannot be worked out.
-
-    Used by the controller at the end of a run: under xdist the judge runs in
-    the workers, so the controller's session was never told.
-    """
-    try:
-        return agreement_note(session.config.rootpath, resolve_judge_model(session.config, session.specs()))
-    except Exception:
-        return None
-
-
 # -- the fixture's object ----------------------------------------------------------
 class Judge:
-    """What the ``judge`` fixture gives a test: ``judge.score(answer, rubric=..., **fields)``."""
+    """What the ``judge`` fixture gives a test: ``judge.score(answer, rubric=..., **fields)``.
 
-    def __init__(self, session: Any, item: Any) -> None:
-        self.session = session
+    ``selection`` gives the models (``specs()``, ``models_file()``); ``generation``
+    generates (``generate_now``) and remembers which judge graded with which rubric
+    (``note_judge``), for the agreement line of the run's outcome.
+    """
+
+    def __init__(self, config: Any, selection: Any, generation: Any, item: Any) -> None:
+        self.generation = generation
         self.item = item
-        config = session.config
-        specs = session.specs()
+        specs = selection.specs()
         self.model = resolve_judge_model(config, specs)
-        check_judge_model(self.model, specs, str(getattr(session, "models_file", lambda: "models.yaml")()))
+        check_judge_model(self.model, specs, str(selection.models_file()))
         opt = config.getoption("judge_samples", None)
         if opt is not None and opt < 1:
             raise ConfigError(f"--judge-samples must be at least 1, got {opt}")
@@ -381,12 +373,6 @@ class Judge:
         if not p.is_absolute():
             p = Path(self.item.path).parent / p
         return load_rubric(p)
-
-    def _note_agreement(self, rubric_text: str) -> None:
-        if getattr(self.session, "judge_agreement", None) is None:
-            self.session.judge_agreement = agreement_note(
-                self.session.config.rootpath, self.model, rubric_text
-            )
 
     def verdicts(
         self, answer: str, *, rubric: str | Path, samples: int | None = None, **fields: Any
@@ -400,7 +386,7 @@ class Judge:
         plan: list[int | None] = [None] if not n or n == 1 else list(range(1, n + 1))
         out = []
         for sample in plan:
-            comp = self.session.generate_now(self.model, messages, **request_params(sample))
+            comp = self.generation.generate_now(self.model, messages, **request_params(sample))
             out.append(comp.text)
         return out
 
@@ -427,7 +413,7 @@ class Judge:
         if samples is not None and samples < 1:
             raise ValueError(f"samples must be at least 1, got {samples}")
         text = self._rubric(rubric)
-        self._note_agreement(text)
+        self.generation.note_judge(self.model, text)
         replies = self._replies(text, answer, samples, fields)
         judgement = judge_replies(replies, aggregate)
         reasoning = next((v.reasoning for v in judgement.verdicts if v.score == round(judgement.value)), "")

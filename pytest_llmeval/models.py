@@ -1,20 +1,27 @@
-"""models.yaml -> validated :class:`ModelSpec` objects, and the backend registry.
+"""models.yaml -> validated :class:`ModelSpec` objects, and the registry of model types.
+
+Each model type declares its own spec class (fields, defaults, cross-field
+checks, cache identity) beside its backend: ``backends/hf.py``,
+``backends/openai.py``, ``backends/vllm_server.py``. This module holds what
+they share: the common fields, the key/type validation every type gets, and
+the lazy registry that maps a ``type:`` to its spec class and backend factory.
 
 A malformed file gives a :class:`ConfigError` naming the file, the model and
-the key. Backends are imported lazily, only when a model of that type runs,
-so ``--list-models`` and collection stay fast.
+the key. Backends are imported only when a model of that type runs, so
+``--list-models`` and collection stay fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import importlib.util
+import importlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -25,30 +32,12 @@ GEN_PARAM_KEYS = {"max_tokens", "temperature", "top_p", "stop", "seed"}
 
 @dataclass
 class ModelSpec:
-    """One entry of models.yaml. Fields not used by a type must stay unset."""
+    """What every model type has. Types subclass it (``HFSpec``, ``OpenAISpec``, ...)."""
 
     name: str
     type: str
-    # hf
-    path: str | None = None
-    adapter: str | None = None
-    load_in_4bit: bool = False
-    dtype: str = "float32"
-    device: str | None = None
-    # openai / vllm_server
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
     cost_per_1k_prompt: float = 0.0
     cost_per_1k_completion: float = 0.0
-    # vllm_server
-    adapters: dict[str, str] = field(default_factory=dict)
-    port: int | None = None
-    startup_timeout: float = 600.0
-    server_args: list[str] = field(default_factory=list)
-    # scheduling
-    batch_size: int = 16
-    max_concurrency: int = 8
     timeout: float = 120.0
     max_retries: int = 4
     requires_gpu: bool = False
@@ -57,39 +46,35 @@ class ModelSpec:
     description: str = ""
     source: str = ""  # file the spec came from, for messages
 
+    #: keys a models.yaml entry of this type must give
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    # -- what a type overrides ------------------------------------------------------
+    def weights(self) -> str | None:
+        """The model reference this spec loads or serves (a path, ``embedded:NAME`` or hub id)."""
+        return None
+
+    def adapter_path(self) -> str | None:
+        """The adapter directory this model uses, if any."""
+        return None
+
     def identity(self) -> str:
-        """What determines this model's outputs; part of every cache key.
+        """What determines this model's outputs; part of every cache key."""
+        return json.dumps({"type": self.type, "name": self.name}, sort_keys=True)
 
-        Includes a hash of adapter files, so retraining an adapter invalidates
-        cached completions.
-        """
-        from .backends.embedded import dir_hash
+    def validate(self, where: str) -> None:
+        """Cross-field checks after the keys were type-checked; raise ConfigError."""
 
-        ident: dict[str, Any] = {"type": self.type, "path": self.path, "model": self.model}
-        if self.type == "hf" and self.path:
-            ident["path_fp"] = _path_fingerprint(self.path)
-            ident["load_in_4bit"] = self.load_in_4bit
-            ident["dtype"] = self.dtype
-        if self.type != "openai" and self.model:
-            ident["model_fp"] = _path_fingerprint(self.model)
-        adapter = self.adapter_path()
-        if adapter:
-            p = Path(adapter)
-            ident["adapter"] = dir_hash(p) if p.is_dir() else adapter
-        return json.dumps(ident, sort_keys=True)
+    def check_available(self) -> None:
+        """Raise :class:`ModelUnavailable` with a one-line reason if this model cannot run here."""
+        if self.requires_gpu and not _has_gpu():
+            raise ModelUnavailable(f"needs a GPU (model {self.name}: {self.weights()})")
 
+    # -- shared -----------------------------------------------------------------------
     def spec_hash(self) -> str:
         """Hash of the configuration (for baseline metadata)."""
         d = {k: v for k, v in asdict(self).items() if k not in ("source", "description")}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-    def adapter_path(self) -> str | None:
-        """The adapter directory this model uses, if any."""
-        if self.type == "hf":
-            return self.adapter
-        if self.type == "vllm_server" and self.adapter:
-            return self.adapters.get(self.adapter, self.adapter)
-        return None
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD cost of one call at this model's prices."""
@@ -100,42 +85,96 @@ class ModelSpec:
     def availability(self) -> tuple[bool, str]:
         """Whether this model can run on this machine, and why not."""
         try:
-            check_available(self)
+            self.check_available()
         except ModelUnavailable as e:
             return False, str(e)
         return True, "ready"
 
+    def summary(self) -> dict[str, Any]:
+        """What a run records about the model (type, weights, adapter, spec hash)."""
+        return {
+            "type": self.type,
+            "model": self.weights(),
+            "adapter": self.adapter_path(),
+            "spec_hash": self.spec_hash(),
+        }
 
-_TYPES = {"hf", "openai", "vllm_server"}
-_ALLOWED: dict[str, set[str]] = {
-    "hf": {"path", "adapter", "load_in_4bit", "dtype", "device", "batch_size", "cost_per_1k_prompt",
-           "cost_per_1k_completion"},
-    "openai": {"model", "base_url", "api_key_env", "cost_per_1k_prompt", "cost_per_1k_completion",
-               "max_concurrency"},
-    "vllm_server": {"model", "base_url", "api_key_env", "adapters", "adapter", "port", "startup_timeout",
-                    "server_args", "max_concurrency", "cost_per_1k_prompt", "cost_per_1k_completion"},
+    @classmethod
+    def allowed_keys(cls) -> set[str]:
+        """The models.yaml keys an entry of this type may have."""
+        return {f.name for f in fields(cls)} - {"name", "source"}
+
+
+# -- model types --------------------------------------------------------------------
+BackendFactory = Callable[[ModelSpec], Any]
+
+
+@dataclass(frozen=True)
+class ModelType:
+    """A ``type:`` of models.yaml: its spec class and the factory of its backend."""
+
+    name: str
+    spec_class: type[ModelSpec]
+    factory: BackendFactory
+
+
+# type -> (module, spec class, backend class); imported when the type is first used.
+_BUILTIN: dict[str, tuple[str, str, str]] = {
+    "hf": ("pytest_llmeval.backends.hf", "HFSpec", "HFBackend"),
+    "openai": ("pytest_llmeval.backends.openai", "OpenAISpec", "OpenAIBackend"),
+    "vllm_server": ("pytest_llmeval.backends.vllm_server", "VLLMServerSpec", "VLLMServerBackend"),
 }
-_COMMON = {"type", "timeout", "max_retries", "requires_gpu", "params", "description"}
-_REQUIRED = {"hf": ("path",), "openai": ("model",), "vllm_server": ("model",)}
-_FIELD_TYPES = {f.name: f.type for f in fields(ModelSpec)}
+BUILTIN_TYPES = frozenset(_BUILTIN)
 
 
-def _path_fingerprint(path: str) -> str:
-    from .backends.embedded import EMBEDDED_MODELS, is_embedded
-
-    if is_embedded(path):
-        return path + ":" + ",".join(sorted(EMBEDDED_MODELS))
-    p = Path(path)
-    if p.is_dir():
-        st = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in sorted(p.glob("*.safetensors"))]
-        return hashlib.sha256(repr(st).encode()).hexdigest()[:16]
-    return path
+def builtin_type(name: str) -> ModelType:
+    """The built-in model type ``name`` (its module is light: backends import torch lazily)."""
+    module, spec_cls, backend_cls = _BUILTIN[name]
+    mod = importlib.import_module(module)
+    backend = getattr(mod, backend_cls)
+    return ModelType(name, getattr(mod, spec_cls), lambda spec: backend(spec))
 
 
-def _check_type(where: str, key: str, value: Any) -> Any:
-    t = str(_FIELD_TYPES.get(key, "Any"))
+def model_types(extra: dict[str, Any] | None = None) -> dict[str, ModelType]:
+    """Built-in types plus those registered through ``pytest_llmeval_register_backends``.
+
+    A plugin registers a :class:`ModelType` (its own spec class), or, as before,
+    a bare factory: its models then accept the keys of every built-in type.
+    """
+    types = {name: builtin_type(name) for name in _BUILTIN}
+    for name, value in (extra or {}).items():
+        types[name] = value if isinstance(value, ModelType) else ModelType(name, generic_spec_class(), value)
+    return types
+
+
+def builtin_backends() -> dict[str, BackendFactory]:
+    """Factories for the built-in types; each imports its heavy module only when called."""
+    return {name: t.factory for name, t in model_types().items()}
+
+
+_GENERIC: list[type[ModelSpec]] = []
+
+
+def generic_spec_class() -> type[ModelSpec]:
+    """A spec class with the fields of every built-in type, for types registered by a bare factory."""
+    if not _GENERIC:
+        merged: dict[str, dataclasses.Field[Any]] = {}
+        for name in _BUILTIN:
+            for f in fields(builtin_type(name).spec_class):
+                merged.setdefault(f.name, f)
+        own = {f.name for f in fields(ModelSpec)}
+        extra = [(f.name, f.type, f) for n, f in merged.items() if n not in own]
+        _GENERIC.append(dataclasses.make_dataclass("GenericSpec", extra, bases=(ModelSpec,)))
+    return _GENERIC[0]
+
+
+# -- parsing --------------------------------------------------------------------------
+def _check_type(where: str, key: str, value: Any, field_type: str) -> Any:
+    t = str(field_type)
+
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{where}: key '{key}' must be {expected}, got {value!r}")
+
     if t == "bool":
         if not isinstance(value, bool):
             raise bad("true or false")
@@ -165,54 +204,60 @@ def _check_type(where: str, key: str, value: Any) -> Any:
     return value
 
 
+def parse_spec(name: Any, raw: Any, source: str, types: dict[str, ModelType]) -> ModelSpec:
+    """Validate one models.yaml entry into its type's spec."""
+    if not isinstance(name, str) or not name or any(c in name for c in " ,[]"):
+        raise ConfigError(f"{source}: model name {name!r} must be a non-empty string without spaces, commas or brackets")
+    where = f"{source}: model '{name}'"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: settings must be a mapping, got {type(raw).__name__}")
+    mtype = raw.get("type")
+    if mtype not in types:
+        raise ConfigError(f"{where}: key 'type' must be one of {', '.join(sorted(types))}, got {mtype!r}")
+    cls = types[mtype].spec_class
+    allowed = cls.allowed_keys()
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key '{key}' for type {mtype}; allowed: {', '.join(sorted(allowed))}")
+    for key in cls.REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"{where}: missing required key '{key}' for type {mtype}")
+    field_types = {f.name: f.type for f in fields(cls)}
+    kwargs = {k: _check_type(where, k, v, str(field_types[k])) for k, v in raw.items() if k != "type"}
+    for k in kwargs.get("params", {}):
+        if k not in GEN_PARAM_KEYS:
+            raise ConfigError(f"{where}: unknown key 'params.{k}'; allowed: {', '.join(sorted(GEN_PARAM_KEYS))}")
+    spec = cls(name=name, type=mtype, source=source, **kwargs)
+    spec.validate(where)
+    return spec
+
+
 def parse_models(
-    data: Any, source: str = "models.yaml", extra_types: frozenset[str] = frozenset()
+    data: Any, source: str = "models.yaml", extra_types: dict[str, Any] | frozenset[str] | None = None
 ) -> dict[str, ModelSpec]:
     """Validate the parsed YAML document into specs keyed by name.
 
-    ``extra_types`` are types that plugins registered through
-    ``pytest_llmeval_register_backends``; they may use any ModelSpec key.
+    ``extra_types`` are the types plugins registered through
+    ``pytest_llmeval_register_backends`` (name -> ModelType or factory).
     """
+    extra = {n: None for n in extra_types} if isinstance(extra_types, frozenset) else extra_types
+    types = model_types({n: (v if v is not None else _no_factory(n)) for n, v in (extra or {}).items()})
     if not isinstance(data, dict) or "models" not in data:
         raise ConfigError(f"{source}: expected a top-level 'models:' mapping")
     models = data["models"]
     if not isinstance(models, dict) or not models:
         raise ConfigError(f"{source}: 'models' must be a non-empty mapping of name -> settings")
-    specs: dict[str, ModelSpec] = {}
-    for name, raw in models.items():
-        where = f"{source}: model '{name}'"
-        if not isinstance(name, str) or not name or any(c in name for c in " ,[]"):
-            raise ConfigError(f"{source}: model name {name!r} must be a non-empty string without spaces, commas or brackets")
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: settings must be a mapping, got {type(raw).__name__}")
-        mtype = raw.get("type")
-        if mtype not in _TYPES and mtype not in extra_types:
-            known = sorted(_TYPES | set(extra_types))
-            raise ConfigError(f"{where}: key 'type' must be one of {', '.join(known)}, got {mtype!r}")
-        allowed = (_ALLOWED.get(mtype) or set(_FIELD_TYPES) - {"name", "type", "source"}) | _COMMON
-        for key in raw:
-            if key not in allowed:
-                raise ConfigError(
-                    f"{where}: unknown key '{key}' for type {mtype}; allowed: {', '.join(sorted(allowed))}"
-                )
-        for key in _REQUIRED.get(mtype, ()):
-            if key not in raw:
-                raise ConfigError(f"{where}: missing required key '{key}' for type {mtype}")
-        kwargs = {k: _check_type(where, k, v) for k, v in raw.items()}
-        params = kwargs.get("params", {})
-        for k in params:
-            if k not in GEN_PARAM_KEYS:
-                raise ConfigError(f"{where}: unknown key 'params.{k}'; allowed: {', '.join(sorted(GEN_PARAM_KEYS))}")
-        if mtype == "vllm_server" and kwargs.get("adapter") and kwargs["adapter"] not in kwargs.get("adapters", {}):
-            raise ConfigError(
-                f"{where}: key 'adapter' names {kwargs['adapter']!r}, which is not in 'adapters' "
-                f"({', '.join(kwargs.get('adapters', {})) or 'none'})"
-            )
-        specs[name] = ModelSpec(name=name, source=source, **kwargs)
-    return specs
+    return {name: parse_spec(name, raw, source, types) for name, raw in models.items()}
 
 
-def load_models(path: str | Path, extra_types: frozenset[str] = frozenset()) -> dict[str, ModelSpec]:
+def _no_factory(name: str) -> BackendFactory:
+    def factory(spec: ModelSpec) -> Any:
+        raise ConfigError(f"model {spec.name}: no backend registered for type {name!r}")
+
+    return factory
+
+
+def load_models(path: str | Path, extra_types: dict[str, Any] | frozenset[str] | None = None) -> dict[str, ModelSpec]:
     """Load and validate a models.yaml file."""
     p = Path(path)
     if not p.is_file():
@@ -226,6 +271,7 @@ def load_models(path: str | Path, extra_types: frozenset[str] = frozenset()) -> 
     return parse_models(data, str(p), extra_types)
 
 
+# -- helpers the types share ---------------------------------------------------------------
 def _has_gpu() -> bool:
     try:
         import torch
@@ -235,70 +281,72 @@ def _has_gpu() -> bool:
         return False
 
 
-def _local_or_cached(ref: str) -> bool:
-    from .backends.embedded import is_embedded
+def path_fingerprint(path: str) -> str:
+    """A cheap identity of local weights: the embedded name, or safetensors names, sizes and times."""
+    from .backends.embedded import EMBEDDED_MODELS, is_embedded
 
-    if is_embedded(ref) or Path(ref).exists():
-        return True
+    if is_embedded(path):
+        return path + ":" + ",".join(sorted(EMBEDDED_MODELS))
+    p = Path(path)
+    if p.is_dir():
+        st = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in sorted(p.glob("*.safetensors"))]
+        return hashlib.sha256(repr(st).encode()).hexdigest()[:16]
+    return path
+
+
+def adapter_identity(adapter: str) -> str:
+    """A hash of an adapter directory's files (retraining invalidates cached completions)."""
+    from .backends.embedded import dir_hash
+
+    p = Path(adapter)
+    return dir_hash(p) if p.is_dir() else adapter
+
+
+def check_key(env: str | None) -> None:
+    """Raise ModelUnavailable when the API key variable ``env`` is unset."""
+    if env and not os.environ.get(env):
+        raise ModelUnavailable(f"needs {env} (set it in the environment or in .env)")
+
+
+def check_embedded(ref: str | None) -> bool:
+    """For ``embedded:NAME``: raise ModelUnavailable if its package is missing; True if embedded."""
+    from .backends.embedded import EmbeddedModelError, gguf_path, is_embedded
+
+    if not ref or not is_embedded(ref):
+        return False
+    try:
+        gguf_path(ref.split(":", 1)[1])
+    except EmbeddedModelError as e:
+        raise ModelUnavailable(str(e)) from None
+    return True
+
+
+def check_local_weights(ref: str | None) -> None:
+    """Raise ModelUnavailable when ``ref`` names weights that are not on this machine."""
+    if not ref or check_embedded(ref) or Path(ref).exists():
+        return
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        return isinstance(try_to_load_from_cache(ref, "config.json"), str)
+        if isinstance(try_to_load_from_cache(ref, "config.json"), str):
+            return
     except Exception:
-        return False
+        pass
+    raise ModelUnavailable(
+        f"needs the weights of {ref!r} on this machine (not a local directory nor in the Hugging Face "
+        "cache; nothing is downloaded at run time)"
+    )
 
 
-def check_available(spec: ModelSpec) -> None:
-    """Raise :class:`ModelUnavailable` with a one-line reason if ``spec`` cannot run here."""
-    from .backends.embedded import EmbeddedModelError, gguf_path, is_embedded
-
-    ref = spec.path if spec.type == "hf" else spec.model
-    if spec.requires_gpu and not _has_gpu() and not (spec.base_url and spec.type != "hf"):
-        raise ModelUnavailable(f"needs a GPU (model {spec.name}: {ref})")
-    if spec.api_key_env and not os.environ.get(spec.api_key_env):
-        raise ModelUnavailable(f"needs {spec.api_key_env} (set it in the environment or in .env)")
-    if ref and is_embedded(ref):
-        try:
-            gguf_path(ref.split(":", 1)[1])
-        except EmbeddedModelError as e:
-            raise ModelUnavailable(str(e)) from None
-    if spec.type in ("hf", "vllm_server") and not spec.base_url and ref and not _local_or_cached(ref):
-        raise ModelUnavailable(
-            f"needs the weights of {ref!r} on this machine (not a local directory nor in the Hugging Face "
-            "cache; nothing is downloaded at run time)"
-        )
-    if spec.type == "vllm_server" and not spec.base_url and importlib.util.find_spec("vllm") is None:
-        raise ModelUnavailable("needs vLLM: pip install 'pytest-llmeval[serve]' (CPU) or 'vllm' (GPU)")
-    adapter = spec.adapter_path()
+def check_adapter(adapter: str | None) -> None:
+    """Raise ModelUnavailable when the adapter directory does not exist yet."""
     if adapter and not Path(adapter).is_dir():
         raise ModelUnavailable(
             f"needs the adapter {adapter}, which does not exist: train it with "
             f"'python -m finetune --task json_extraction --base-model smollm2 --output {adapter}'"
         )
-    for name, path in spec.adapters.items():
-        if not Path(path).is_dir():
-            raise ModelUnavailable(f"needs the adapter '{name}' at {path}, which does not exist")
 
 
-BackendFactory = Callable[[ModelSpec], Any]
-
-
-def builtin_backends() -> dict[str, BackendFactory]:
-    """Factories for the built-in types; each imports its heavy module only when called."""
-
-    def hf(spec: ModelSpec) -> Any:
-        from .backends.hf import HFBackend
-
-        return HFBackend(spec)
-
-    def openai(spec: ModelSpec) -> Any:
-        from .backends.openai import OpenAIBackend
-
-        return OpenAIBackend(spec)
-
-    def vllm_server(spec: ModelSpec) -> Any:
-        from .backends.vllm_server import VLLMServerBackend
-
-        return VLLMServerBackend(spec)
-
-    return {"hf": hf, "openai": openai, "vllm_server": vllm_server}
+def check_available(spec: ModelSpec) -> None:
+    """Raise :class:`ModelUnavailable` with a one-line reason if ``spec`` cannot run here."""
+    spec.check_available()

@@ -1,4 +1,7 @@
-"""pytest entry point: options, ini keys, markers and fixtures. The work lives in session.py."""
+"""pytest entry point: options, ini keys, markers and fixtures.
+
+The work lives in the stages that ``session.LLMEvalSession`` (registered here) routes pytest's hooks to.
+"""
 
 from __future__ import annotations
 
@@ -134,7 +137,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if config.getoption("list_models"):
         from _pytest.main import wrap_session
 
-        from .session import list_models_main
+        from .selection import list_models_main
 
         return wrap_session(config, list_models_main)
     return None
@@ -156,7 +159,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("html") and not session.is_worker:
         from .report import HtmlReport
 
-        config.pluginmanager.register(HtmlReport(config, session), "llmeval-html")
+        session.html = HtmlReport(config, session.run_id, bool(session.selected), session.records)
+        config.pluginmanager.register(session.html, "llmeval-html")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -186,13 +190,13 @@ class ModelHandle:
     """What the ``model`` fixture gives a test: a name, its spec, and ``generate``."""
 
     def __init__(self, session: LLMEvalSession, name: str) -> None:
-        self._session = session
+        self._generation = session.generation
         self.name = name
-        self.spec = session.spec(name)
+        self.spec = session.selection.spec(name)
 
     def generate(self, messages: list[dict[str, str]] | str, **params: Any) -> Any:
         """Generate one completion now (multi-turn tests); goes through cache and retries."""
-        return self._session.generate_now(self.name, messages, **params)
+        return self._generation.generate_now(self.name, messages, **params)
 
     def __repr__(self) -> str:
         return f"<model {self.name}>"
@@ -219,7 +223,7 @@ def case() -> Any:
 def completion(model: ModelHandle, case: Any) -> Any:
     """This item's completion, generated ahead by the scheduler."""
     session, item = _current()
-    return session.completion_for(item)
+    return session.generation.completion_for(item)
 
 
 @pytest.fixture
@@ -227,7 +231,8 @@ def judge(request: pytest.FixtureRequest) -> Any:
     """An LLM judge backed by --judge (see pytest_llmeval.judge)."""
     from .judge import Judge
 
-    return Judge(_session(request.config), request.node)
+    session = _session(request.config)
+    return Judge(session.config, session.selection, session.generation, request.node)
 
 
 @pytest.fixture

@@ -1,16 +1,17 @@
 """Every run's record: the SQLite metrics database and the run folder.
 
-``open_run(session)`` is called once by the controller (never by an xdist
-worker), so a run writes the same rows with and without xdist:
+``open_run(config, ...)`` is called once by the controller (never by an xdist
+worker), so a run writes the same rows with and without xdist. Nothing is
+written before the first result arrives, so a session without eval items
+creates no database and no folder:
 
-* ``data/metrics.db`` (``--metrics-db`` / ini ``llmeval_metrics_db``): tables
-  ``runs``, ``results`` (one row per case result) and ``aggregates`` (one row
-  per test, model and metric). The run row goes in at the start with
+* ``data/metrics.db`` (``--metrics-db`` / ini ``llmeval_metrics_db``; schema in
+  :mod:`.metrics_db`): the run row goes in with the first result, with
   ``complete = 0``; results are committed in small batches as they arrive; the
-  end updates the run row and writes the aggregates in one transaction. A run
+  end (:meth:`MetricsStore.finish`, given the run's :class:`RunOutcome`)
+  updates the run row and writes the aggregates in one transaction. A run
   killed half-way therefore leaves a consistent database that shows it
-  incomplete. A run that reports no eval item (a plain test run) deletes its
-  row at the end and leaves no folder.
+  incomplete.
 * ``data/runs/<run id>/`` (``--output`` / ini ``llmeval_runs_dir``):
   ``results.jsonl`` (a line per result, flushed as it arrives) and
   ``summary.json`` at the end; the report module adds ``report.html``.
@@ -23,8 +24,6 @@ database gives one warning and the run goes on without it.
 from __future__ import annotations
 
 import json
-import re
-import shlex
 import sqlite3
 import sys
 import threading
@@ -32,328 +31,34 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .metrics_db import (
+    MIGRATIONS,
+    OUTPUT_LIMIT,
+    RESULT_COLUMNS,
+    StoreError,
+    _dumps,
+    command_line,
+    connect,
+    flatten_aggregate,
+    iso,
+    result_row,
+    schema_version,
+    scrub,
+)
 from .redact import redact
 from .results import Aggregate, CaseResult
+from .runs import load_run, recent_runs, resolve_run
 
-DEFAULT_DB = "data/metrics.db"
+if TYPE_CHECKING:
+    from .outcome import RunOutcome
+
 DEFAULT_RUNS_DIR = "data/runs"
-OUTPUT_LIMIT = 64 * 1024  # bytes of model output kept per result row
 FLUSH_EVERY_N = 20
 FLUSH_EVERY_S = 2.0
-BUSY_TIMEOUT_S = 5.0
 SUMMARY_FORMAT = "pytest-llmeval-run"
 SUMMARY_VERSION = 1
-
-# Schema migrations, applied in order; PRAGMA user_version counts those applied.
-# Never edit a released step: append a new one (ALTER TABLE ..., CREATE INDEX ...).
-MIGRATIONS: list[tuple[str, ...]] = [
-    (
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY,
-            started TEXT NOT NULL,           -- ISO 8601, UTC
-            ended TEXT,
-            duration_s REAL,
-            git_commit TEXT,
-            command TEXT,                    -- redacted
-            rootdir TEXT,
-            models TEXT NOT NULL DEFAULT '[]',       -- JSON list of model names
-            model_specs TEXT NOT NULL DEFAULT '{}',  -- JSON: name -> type, model/path, adapter, spec hash
-            datasets TEXT NOT NULL DEFAULT '{}',     -- JSON: test -> dataset sha256
-            plugin_version TEXT,
-            verdict TEXT,                    -- JSON of gate.Verdict.to_dict(); NULL when not gated
-            gate_passed INTEGER,             -- 1, 0, or NULL when not gated
-            complete INTEGER NOT NULL DEFAULT 0,
-            exit_status INTEGER,
-            run_dir TEXT,
-            report_path TEXT,
-            stats TEXT                       -- JSON: scheduler counters
-        )""",
-        """CREATE TABLE results (
-            run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            nodeid TEXT NOT NULL,
-            test TEXT NOT NULL,
-            model TEXT NOT NULL,
-            case_id TEXT NOT NULL,
-            tags TEXT NOT NULL DEFAULT '[]',     -- JSON list
-            outcome TEXT NOT NULL,               -- passed | failed | error | skipped
-            passed INTEGER NOT NULL,
-            scores TEXT NOT NULL DEFAULT '[]',   -- JSON list of Score dicts
-            main_score TEXT,                     -- name of the headline score
-            main_value REAL,                     -- its value
-            latency_s REAL,
-            prompt_tokens INTEGER NOT NULL DEFAULT 0,
-            completion_tokens INTEGER NOT NULL DEFAULT 0,
-            cost REAL NOT NULL DEFAULT 0,
-            cached INTEGER NOT NULL DEFAULT 0,
-            retries INTEGER NOT NULL DEFAULT 0,
-            finish_reason TEXT,
-            error TEXT,
-            output TEXT,
-            output_truncated INTEGER NOT NULL DEFAULT 0,
-            expected TEXT,                       -- JSON
-            dataset TEXT,
-            recorded TEXT NOT NULL,              -- ISO 8601, UTC
-            PRIMARY KEY (run_id, nodeid)
-        )""",
-        """CREATE TABLE aggregates (
-            run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            test TEXT NOT NULL,
-            model TEXT NOT NULL,
-            metric TEXT NOT NULL,                -- pass_rate, latency_p95, cost, score:NAME, rate:NAME, ...
-            value REAL,
-            PRIMARY KEY (run_id, test, model, metric)
-        )""",
-        "CREATE INDEX runs_started ON runs(started)",
-        "CREATE INDEX results_case ON results(test, model, case_id)",
-    ),
-]
-
-RESULT_COLUMNS = (
-    "run_id",
-    "nodeid",
-    "test",
-    "model",
-    "case_id",
-    "tags",
-    "outcome",
-    "passed",
-    "scores",
-    "main_score",
-    "main_value",
-    "latency_s",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-    "cached",
-    "retries",
-    "finish_reason",
-    "error",
-    "output",
-    "output_truncated",
-    "expected",
-    "dataset",
-    "recorded",
-)
-# Aggregate fields stored as metrics, in this order; scores and rates follow as score:NAME / rate:NAME.
-AGGREGATE_FIELDS = (
-    "n",
-    "passed",
-    "failed",
-    "errors",
-    "skipped",
-    "pass_rate",
-    "latency_p50",
-    "latency_p95",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-    "cost_spent",
-    "cost_replayed",
-    "cached",
-    "retries",
-)
-
-
-class StoreError(Exception):
-    """The metrics database cannot be used; the message says why and what to do."""
-
-
-def iso(ts: float | None) -> str | None:
-    """Seconds since the epoch as ISO 8601 UTC (second precision)."""
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def scrub(value: Any) -> Any:
-    """``redact`` every string inside a JSON-like value."""
-    if isinstance(value, str):
-        # Shorter strings cannot hold a secret redact() would find (its minimum is 6 characters).
-        return redact(value) if len(value) >= 6 else value
-    if isinstance(value, dict):
-        return {scrub(k): scrub(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub(v) for v in value]
-    return value
-
-
-def truncate(text: str | None, limit: int = OUTPUT_LIMIT) -> tuple[str | None, bool]:
-    """Cut ``text`` to at most ``limit`` UTF-8 bytes (on a character boundary)."""
-    if text is None:
-        return None, False
-    raw = text.encode("utf-8", "surrogatepass")
-    if len(raw) <= limit:
-        return text, False
-    return raw[:limit].decode("utf-8", "ignore"), True
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
-
-
-# -- schema ----------------------------------------------------------------
-def schema_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply the migrations this database lacks, each in its own transaction; return the version.
-
-    Safe against a concurrent run doing the same: the version is re-read under
-    the write lock before each step.
-    """
-    version = schema_version(conn)
-    if version > len(MIGRATIONS):
-        raise StoreError(
-            f"the metrics database has schema version {version}, newer than this pytest-llmeval "
-            f"understands ({len(MIGRATIONS)}); upgrade pytest-llmeval or use another --metrics-db"
-        )
-    for target in range(version + 1, len(MIGRATIONS) + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if schema_version(conn) < target:
-                for stmt in MIGRATIONS[target - 1]:
-                    conn.execute(stmt)
-                conn.execute(f"PRAGMA user_version = {target}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return schema_version(conn)
-
-
-def connect(path: str | Path, *, create: bool = True, timeout: float | None = None) -> sqlite3.Connection:
-    """Open (and migrate) the metrics database in WAL mode; autocommit, explicit transactions.
-
-    ``create=False`` raises :class:`StoreError` when the file does not exist.
-    """
-    p = Path(path)
-    if not create and not p.is_file():
-        raise StoreError(
-            f"no metrics database at {p}; a pytest run with pytest-llmeval creates it "
-            "(e.g. `pytest evals --model NAME`), or point to one with --db PATH"
-        )
-    if create:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        conn = sqlite3.connect(
-            str(p),
-            timeout=BUSY_TIMEOUT_S if timeout is None else timeout,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a killed process loses nothing committed; only a power cut may lose the last commit.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        migrate(conn)
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"metrics database {p} cannot be used: {e}") from None
-    return conn
-
-
-# -- records -> rows --------------------------------------------------------
-def result_row(run_id: str, rec: CaseResult) -> tuple[Any, ...]:
-    output, cut = truncate(redact(rec.output) if rec.output is not None else None)
-    values = {
-        "run_id": run_id,
-        "nodeid": rec.nodeid,
-        "test": rec.test,
-        "model": rec.model,
-        "case_id": rec.case_id,
-        "tags": _dumps(list(rec.tags)),
-        "outcome": rec.outcome,
-        "passed": int(bool(rec.passed)),
-        "scores": _dumps(scrub(rec.scores)),
-        "main_score": rec.main_score,
-        "main_value": rec.main_value(),
-        "latency_s": rec.latency_s,
-        "prompt_tokens": int(rec.prompt_tokens or 0),
-        "completion_tokens": int(rec.completion_tokens or 0),
-        "cost": float(rec.cost or 0.0),
-        "cached": int(bool(rec.cached)),
-        "retries": int(rec.retries or 0),
-        "finish_reason": rec.finish_reason,
-        "error": redact(rec.error) if rec.error else rec.error,
-        "output": output,
-        "output_truncated": int(cut),
-        "expected": None if rec.expected is None else _dumps(scrub(rec.expected)),
-        "dataset": rec.dataset,
-        "recorded": iso(time.time()),
-    }
-    return tuple(values[c] for c in RESULT_COLUMNS)
-
-
-def row_to_case_result(row: Any) -> CaseResult:
-    """Rebuild a :class:`CaseResult` from a ``results`` row (for aggregation of stored runs)."""
-    d = dict(row)
-    return CaseResult(
-        nodeid=d["nodeid"],
-        test=d["test"],
-        model=d["model"],
-        case_id=d["case_id"],
-        tags=json.loads(d["tags"] or "[]"),
-        outcome=d["outcome"],
-        passed=bool(d["passed"]),
-        scores=json.loads(d["scores"] or "[]"),
-        main_score=d["main_score"],
-        latency_s=d["latency_s"],
-        prompt_tokens=d["prompt_tokens"],
-        completion_tokens=d["completion_tokens"],
-        cost=d["cost"],
-        cached=bool(d["cached"]),
-        retries=d["retries"],
-        error=d["error"],
-        output=d["output"],
-        expected=json.loads(d["expected"]) if d["expected"] else None,
-        finish_reason=d["finish_reason"],
-        dataset=d["dataset"],
-    )
-
-
-def flatten_aggregate(a: Aggregate) -> dict[str, float | None]:
-    """An aggregate as metric name -> value (the ``aggregates`` table's rows)."""
-    out: dict[str, float | None] = {}
-    for name in AGGREGATE_FIELDS:
-        v = getattr(a, name)
-        out[name] = None if v is None else float(v)
-    for name, v in a.scores.items():
-        out[f"score:{name}"] = None if v is None else float(v)
-    for name, v in a.rates.items():
-        out[f"rate:{name}"] = float(v)
-    return out
-
-
-def command_line(config: Any) -> str:
-    """The command that started the run, redacted."""
-    args = [str(a) for a in getattr(config.invocation_params, "args", ()) or ()]
-    return redact(shlex.join(["pytest", *args]))
-
-
-def _model_specs(session: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in session.selected:
-        try:
-            spec = session.spec(name)
-        except Exception:
-            continue
-        out[name] = scrub(
-            {
-                "type": spec.type,
-                "model": spec.model or spec.path,
-                "adapter": spec.adapter_path(),
-                "spec_hash": spec.spec_hash(),
-            }
-        )
-    return out
-
-
-def _stats(session: Any) -> dict[str, Any] | None:
-    st = getattr(getattr(session, "scheduler", None), "stats", None)
-    if st is None:
-        return None
-    return {k: getattr(st, k) for k in ("submitted", "done", "cached", "failed", "retries", "spent")}
 
 
 # -- the store ----------------------------------------------------------------
@@ -369,13 +74,15 @@ class MetricsStore:
         run_id: str,
         db_path: Path | None,
         run_dir: Path | None,
-        run_row: dict[str, Any],
+        run_row: dict[str, Any] | Callable[[], dict[str, Any]],
         warn: Callable[[str], None] | None = None,
+        lazy: bool = False,
     ) -> None:
         self.run_id = run_id
         self.db_path = db_path
         self.run_dir = run_dir
-        self._run_row = run_row
+        self._row_source = run_row
+        self._run_row: dict[str, Any] = {}
         self._run_inserted = False
         self._warn_fn = warn or (lambda msg: print(msg, file=sys.stderr))
         self._warned: set[str] = set()
@@ -384,17 +91,29 @@ class MetricsStore:
         self._pending: list[tuple[Any, ...]] = []
         self._last_flush = time.monotonic()
         self._finished = False
+        self._opened = False
         self.conn: sqlite3.Connection | None = None
         self._jsonl: Any = None
-        if db_path is not None:
-            try:
-                self.conn = connect(db_path)
-            except (StoreError, OSError) as e:
-                self._warn("open", f"metrics not recorded: {e}")
         self.n_results = 0
-        self.flush(force=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        if not lazy:
+            self._open()
+
+    def _open(self) -> None:
+        """Connect, insert the (incomplete) run row, start the flusher. A lazy store does this at
+        its first result, so a session without eval items creates no database."""
+        if self._opened:
+            return
+        self._opened = True
+        src = self._row_source
+        self._run_row = dict(src() if callable(src) else src)
+        if self.db_path is not None:
+            try:
+                self.conn = connect(self.db_path)
+            except (StoreError, OSError) as e:
+                self._warn("open", f"metrics not recorded: {e}")
+        self.flush(force=True)
         if self.conn is not None:
             self._thread = threading.Thread(target=self._flusher, name="llmeval-metrics", daemon=True)
             self._thread.start()
@@ -423,6 +142,7 @@ class MetricsStore:
         """Record one finished item: a JSONL line now, a database row with the next batch."""
         if self._finished:
             return
+        self._open()
         self.n_results += 1
         if self._jsonl is None and self.run_dir is not None:
             # The folder appears with the first result: a run without evals leaves none.
@@ -509,31 +229,32 @@ class MetricsStore:
             except sqlite3.Error:
                 pass
 
-    def finish(self, session: Any, complete: bool) -> None:
-        """Write the end of the run: run row, aggregates and summary.json; then close."""
+    def finish(self, outcome: RunOutcome) -> None:
+        """Write the end of the run: run row, aggregates and summary.json; then close.
+
+        A lazy store that never received a result writes nothing at all.
+        """
         if self._finished:
             return
         self._finished = True
         self._stop.set()
+        if not self._opened:
+            return
         if self._thread is not None:
             self._thread.join(timeout=5)
-        ended = time.time()
-        verdict = getattr(session, "verdict", None)
+        verdict = outcome.verdict
         verdict_dict = scrub(verdict.to_dict()) if verdict is not None else None
-        pt_session = getattr(session, "session", None)
-        exit_status = getattr(pt_session, "exitstatus", None)
-        report_path = getattr(session, "report_path", None)
-        aggregates: list[Aggregate] = list(getattr(session, "aggregates", []) or [])
+        aggregates = list(outcome.aggregates)
         update = {
-            "ended": iso(ended),
-            "duration_s": round(ended - float(session.started), 3),
+            "ended": iso(outcome.ended),
+            "duration_s": round(outcome.ended - float(outcome.started), 3),
             "verdict": None if verdict_dict is None else _dumps(verdict_dict),
             "gate_passed": None if verdict is None else int(bool(verdict.passed)),
-            "complete": int(bool(complete)),
-            "exit_status": None if exit_status is None else int(exit_status),
-            "report_path": None if report_path is None else str(report_path),
-            "stats": _dumps(_stats(session)),
-            "datasets": _dumps(dict(getattr(session, "datasets", {}) or {})),
+            "complete": int(bool(outcome.complete)),
+            "exit_status": int(outcome.exit_status),
+            "report_path": None if outcome.report_path is None else str(outcome.report_path),
+            "stats": _dumps(outcome.stats.to_dict() if outcome.stats is not None else None),
+            "datasets": _dumps(dict(outcome.datasets)),
         }
 
         def write_end(conn: sqlite3.Connection) -> None:
@@ -558,12 +279,12 @@ class MetricsStore:
         if self.conn is not None and not self.flush(force=True, extra=write_end):
             self._warn("finish", f"the end of run {self.run_id} was not recorded in {self.db_path}")
         if self.run_dir is not None and self.n_results:
-            self._write_summary(session, {**self._run_row, **update}, verdict_dict, aggregates)
+            self._write_summary(outcome, {**self._run_row, **update}, verdict_dict, aggregates)
         self.close()
         self._emit_warnings()
 
     def _write_summary(
-        self, session: Any, run: dict[str, Any], verdict: dict[str, Any] | None, aggregates: list[Aggregate]
+        self, outcome: RunOutcome, run: dict[str, Any], verdict: dict[str, Any] | None, aggregates: list[Aggregate]
     ) -> None:
         from .gate import write_json_atomic
 
@@ -581,11 +302,11 @@ class MetricsStore:
                 "model_specs": json.loads(run.get("model_specs") or "{}"),
                 "datasets": json.loads(run.get("datasets") or "{}"),
                 "stats": json.loads(run["stats"]) if run.get("stats") else None,
-                "n_results": len(getattr(session, "results", {}) or {}),
+                "n_results": len(outcome.records),
             },
             "verdict": verdict,
             "aggregates": [scrub(a.to_dict()) for a in aggregates],
-            "model_comparisons": [mc.to_dict() for mc in getattr(session, "model_comparisons", []) or []],
+            "model_comparisons": [mc.to_dict() for mc in outcome.model_comparisons],
             "files": {"results": "results.jsonl", "report": _relative(run.get("report_path"), self.run_dir)},
         }
         try:
@@ -648,109 +369,53 @@ def run_dir_for(config: Any, run_id: str) -> Path:
     return (runs if runs.is_absolute() else Path(config.rootpath) / runs) / run_id
 
 
-def open_run(session: Any) -> tuple[MetricsStore, Path | None]:
-    """Start recording ``session``'s run: the run row (incomplete) and the run folder."""
+def open_run(
+    config: Any,
+    *,
+    run_id: str,
+    started: float,
+    models: list[str],
+    model_specs: Callable[[], dict[str, Any]],
+    datasets: dict[str, str],
+) -> MetricsStore:
+    """The store of a run. Nothing is written until the first result arrives: then the run row
+    (incomplete until the end) and the run folder appear."""
     from . import __version__
     from .gate import _git_commit
 
-    config = session.config
-    run_dir = run_dir_for(config, session.run_id)
-    run_row = {
-        "id": session.run_id,
-        "started": iso(session.started),
-        "git_commit": _git_commit(config.rootpath),
-        "command": command_line(config),
-        "rootdir": str(config.rootpath),
-        "models": _dumps(list(session.selected)),
-        "model_specs": _dumps(_model_specs(session)),
-        "datasets": _dumps(dict(session.datasets)),
-        "plugin_version": __version__,
-        "complete": 0,
-        "run_dir": str(run_dir),
-    }
-    store = MetricsStore(session.run_id, db_path_for(config), run_dir, run_row, warn=_terminal_warn(config))
-    return store, store.run_dir
+    run_dir = run_dir_for(config, run_id)
+
+    def run_row() -> dict[str, Any]:
+        return {
+            "id": run_id,
+            "started": iso(started),
+            "git_commit": _git_commit(config.rootpath),
+            "command": command_line(config),
+            "rootdir": str(config.rootpath),
+            "models": _dumps(list(models)),
+            "model_specs": _dumps(model_specs()),
+            "datasets": _dumps(dict(datasets)),
+            "plugin_version": __version__,
+            "complete": 0,
+            "run_dir": str(run_dir),
+        }
+
+    return MetricsStore(run_id, db_path_for(config), run_dir, run_row, warn=_terminal_warn(config), lazy=True)
 
 
-# -- reading ----------------------------------------------------------------------
-def recent_runs(conn: sqlite3.Connection, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest runs first, with result counts: id, started, models, n, passed, verdict, complete."""
-    rows = conn.execute(
-        """SELECT r.*,
-                  (SELECT COUNT(*) FROM results x WHERE x.run_id = r.id AND x.outcome != 'skipped') AS n,
-                  (SELECT COUNT(*) FROM results x WHERE x.run_id = r.id AND x.outcome = 'passed') AS n_passed
-           FROM runs r ORDER BY r.started DESC, r.rowid DESC LIMIT ?""",
-        (limit,),
-    ).fetchall()
-    return [dict(r) for r in rows]
 
-
-def resolve_run(conn: sqlite3.Connection, ref: str | None) -> str:
-    """A run id from ``latest``, ``latest~N`` (N runs before), a full id or a unique prefix."""
-    ref = (ref or "latest").strip()
-    m = re.fullmatch(r"latest(?:~(\d+))?", ref)
-    if m:
-        back = int(m.group(1) or 0)
-        row = conn.execute(
-            "SELECT id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1 OFFSET ?", (back,)
-        ).fetchone()
-        if row is None:
-            raise KeyError("the metrics database has no runs yet" if back == 0 else f"there is no run {ref}")
-        return str(row["id"])
-    rows = conn.execute(
-        "SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' ORDER BY started DESC LIMIT 3",
-        (ref, ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"),
-    ).fetchall()
-    ids = [str(r["id"]) for r in rows]
-    if ref in ids:
-        return ref
-    if len(ids) == 1:
-        return ids[0]
-    if len(ids) > 1:
-        raise KeyError(f"run id {ref!r} is ambiguous: it starts {', '.join(ids)}...")
-    recent = [r["id"] for r in recent_runs(conn, 5)]
-    raise KeyError(
-        f"no run {ref!r} in the metrics database; recent runs: {', '.join(recent) if recent else 'none'}"
-    )
-
-
-def load_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
-    """A run's row (JSON columns decoded), its results and its aggregates.
-
-    A run that did not finish has no stored aggregates; they are computed from
-    its results (``aggregates_computed`` says so).
-    """
-    from .results import aggregate
-
-    row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-    if row is None:
-        raise KeyError(f"no run {run_id!r}")
-    run = dict(row)
-    for key in ("models", "model_specs", "datasets", "verdict", "stats"):
-        if run.get(key):
-            run[key] = json.loads(run[key])
-    result_rows = conn.execute(
-        "SELECT * FROM results WHERE run_id = ? ORDER BY test, model, rowid", (run_id,)
-    ).fetchall()
-    results = []
-    for r in result_rows:
-        d = dict(r)
-        for key in ("tags", "scores", "expected"):
-            d[key] = json.loads(d[key]) if d[key] else None
-        results.append(d)
-    aggs: dict[tuple[str, str], dict[str, float | None]] = {}
-    for r in conn.execute(
-        "SELECT test, model, metric, value FROM aggregates WHERE run_id = ? ORDER BY rowid", (run_id,)
-    ):
-        aggs.setdefault((r["test"], r["model"]), {})[r["metric"]] = r["value"]
-    computed = False
-    if not aggs and result_rows:
-        computed = True
-        for a in aggregate([row_to_case_result(r) for r in result_rows]):
-            aggs[(a.test, a.model)] = flatten_aggregate(a)
-    return {
-        "run": run,
-        "results": results,
-        "aggregates": [{"test": t, "model": m, "metrics": v} for (t, m), v in aggs.items()],
-        "aggregates_computed": computed,
-    }
+__all__ = [  # the database names that callers reach through this module
+    "FLUSH_EVERY_N",
+    "MIGRATIONS",
+    "OUTPUT_LIMIT",
+    "MetricsStore",
+    "StoreError",
+    "connect",
+    "iso",
+    "load_run",
+    "open_run",
+    "recent_runs",
+    "resolve_run",
+    "schema_version",
+    "scrub",
+]

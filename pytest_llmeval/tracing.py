@@ -31,10 +31,13 @@ import json
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .redact import redact
 from .results import CaseResult
+
+if TYPE_CHECKING:
+    from .outcome import RunOutcome
 
 CAPTURE_ENV = "LLMEVAL_OTEL_CAPTURE_CONTENT"
 SERVICE_NAME = "pytest-llmeval"
@@ -226,16 +229,15 @@ class Tracer:
         return attrs
 
     # -- the end ------------------------------------------------------------
-    def shutdown(self, session: Any = None) -> None:
-        """End the run span (with the run's figures when ``session`` is given) and flush; idempotent."""
+    def shutdown(self, outcome: RunOutcome | None = None) -> None:
+        """End the run span (with the run's figures when ``outcome`` is given) and flush; idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        if session is not None:
-            self._run_span.set_attributes(_run_attributes(session))
-            verdict = getattr(session, "verdict", None)
-            if verdict is not None and not verdict.passed:
+        if outcome is not None:
+            self._run_span.set_attributes(_run_attributes(outcome))
+            if outcome.verdict is not None and not outcome.verdict.passed:
                 from opentelemetry.trace import Status, StatusCode
 
                 self._run_span.set_status(Status(StatusCode.ERROR, "the quality gate failed"))
@@ -247,18 +249,16 @@ class Tracer:
             pass
 
 
-def _run_attributes(session: Any) -> dict[str, Any]:
-    results = list((getattr(session, "results", None) or {}).values())
-    ran = [r for r in results if r.outcome != "skipped"]
+def _run_attributes(outcome: RunOutcome) -> dict[str, Any]:
+    ran = [r for r in outcome.records if r.outcome != "skipped"]
     attrs: dict[str, Any] = {
-        "llmeval.run_id": str(getattr(session, "run_id", "")),
-        "llmeval.models": [redact(str(m)) for m in getattr(session, "selected", []) or []],
-        "llmeval.items": len(results),
+        "llmeval.run_id": str(outcome.run_id),
+        "llmeval.models": [redact(str(m)) for m in outcome.models],
+        "llmeval.items": len(outcome.records),
         "llmeval.passed": sum(r.outcome == "passed" for r in ran),
         "llmeval.failed": sum(r.outcome == "failed" for r in ran),
         "llmeval.errors": sum(r.outcome == "error" for r in ran),
     }
-    verdict = getattr(session, "verdict", None)
-    if verdict is not None:
-        attrs["llmeval.gate.passed"] = bool(verdict.passed)
+    if outcome.verdict is not None:
+        attrs["llmeval.gate.passed"] = bool(outcome.verdict.passed)
     return attrs

@@ -1,10 +1,11 @@
 """vLLM's OpenAI-compatible server with LoRA adapters: ``python -m serving --model NAME``.
 
-The same :class:`VLLMServer` runs behind the plugin's ``vllm_server`` models.
+A thin command line over the plugin's :mod:`pytest_llmeval.backends.vllm_process`:
+the same :class:`VLLMServer` runs behind the plugin's ``vllm_server`` models.
 """
 
 from __future__ import annotations
 
-from .server import ServerError, VLLMServer
+from pytest_llmeval.backends.vllm_process import ServerError, VLLMServer
 
 __all__ = ["ServerError", "VLLMServer"]

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from .server import ServerError, VLLMServer
+from pytest_llmeval.backends.vllm_process import ServerError, VLLMServer
+
 from .targets import DEFAULT_MODELS_FILE, resolve_target
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .server import ServerError
+from pytest_llmeval.backends.embedded import resolve_weights
+from pytest_llmeval.backends.vllm_process import ServerError
+from pytest_llmeval.backends.vllm_server import VLLMServerSpec
 
 DEFAULT_MODELS_FILE = "evals/models.yaml"
 
@@ -20,16 +22,6 @@ class Target:
     server_args: list[str] = field(default_factory=list)
     port: int | None = None
     startup_timeout: float = 600.0
-
-
-def resolve_weights(ref: str) -> str:
-    from pytest_llmeval.backends.embedded import is_embedded, resolve_model_path
-
-    if is_embedded(ref):
-        return resolve_model_path(ref)
-    if Path(ref).is_dir():
-        return str(Path(ref).resolve())
-    return ref  # a hub id: vLLM loads it from the Hugging Face cache (or downloads it)
 
 
 def resolve_target(ref: str, models_file: str | Path = DEFAULT_MODELS_FILE) -> Target:
@@ -55,19 +47,15 @@ def resolve_target(ref: str, models_file: str | Path = DEFAULT_MODELS_FILE) -> T
             raise ServerError(
                 f"--model {ref}: {models_file} says it is an OpenAI API model; nothing to serve"
             )
-        base = spec.model if spec.type == "vllm_server" else spec.path
+        base = spec.weights()
         assert base is not None
-        adapters = dict(spec.adapters)
-        if spec.type == "hf" and spec.adapter:
-            adapters[ref] = spec.adapter
-        return Target(
-            resolve_weights(base),
-            base,
-            adapters,
-            list(spec.server_args),
-            spec.port,
-            spec.startup_timeout,
-        )
+        if isinstance(spec, VLLMServerSpec):
+            return Target(
+                resolve_weights(base), base, dict(spec.adapters), list(spec.server_args), spec.port,
+                spec.startup_timeout,
+            )
+        adapter = spec.adapter_path()  # an hf entry: its adapter is served under the entry's name
+        return Target(resolve_weights(base), base, {ref: adapter} if adapter else {})
     if Path(ref).is_dir():
         return Target(str(Path(ref).resolve()), ref)
     if "/" in ref and not ref.startswith((".", "/")):

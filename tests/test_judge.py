@@ -206,7 +206,8 @@ SPECS_YAML = {
 
 
 class ScriptedSession:
-    """What Judge needs from LLMEvalSession: config, specs(), generate_now()."""
+    """What Judge needs from a run: config; specs() and models_file() (the model selection);
+    generate_now() and note_judge() (the generation stage)."""
 
     def __init__(
         self, root: Path, replies: list[str], *, judge=None, ini="", hook=None, samples=None
@@ -221,6 +222,7 @@ class ScriptedSession:
             rootpath=root,
         )
         self._specs = parse_models(SPECS_YAML, "models.yaml")
+        self.judges_used: dict[str, str | None] = {}
 
     def specs(self):
         return self._specs
@@ -231,6 +233,9 @@ class ScriptedSession:
     def generate_now(self, model: str, messages: list[dict[str, str]], **params: Any) -> Completion:
         self.calls.append((model, messages, params))
         return Completion(self.replies.pop(0), model=model)
+
+    def note_judge(self, model: str, rubric_text: str | None) -> None:
+        self.judges_used.setdefault(model, rubric_text)
 
 
 class LiveScores(list):
@@ -260,7 +265,8 @@ def judged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     def make(replies: list[str], **kw: Any) -> tuple[Judge, ScriptedSession, LiveScores]:
         session = ScriptedSession(tmp_path, replies, **kw)
-        return Judge(session, SimpleNamespace(path=tmp_path / "test_x.py")), session, store
+        item = SimpleNamespace(path=tmp_path / "test_x.py")
+        return Judge(session.config, session, session, item), session, store
 
     return make
 
@@ -374,7 +380,8 @@ def test_resolve_falls_back_to_smollm2_without_the_api_model():
 def test_agreement_note_read_from_the_calibration_file(judged, tmp_path):
     judge, session, _ = judged(["SCORE: 5", "SCORE: 5"])
     judge.score("x", rubric="rubric.md")
-    assert session.judge_agreement.startswith(
+    assert session.judges_used == {"smollm2": RUBRIC}
+    assert agreement_note(tmp_path, "smollm2", RUBRIC).startswith(
         "not measured for smollm2: run python -m pytest_llmeval.calibration"
     )
 

@@ -14,13 +14,13 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fakes import FakeOpenAIServer
 
 from pytest_llmeval import gate
+from pytest_llmeval.outcome import RunOutcome
 from pytest_llmeval.report import (
     FOLD_CHARS,
     bar_chart,
@@ -138,10 +138,19 @@ def test_summary_shows_aggregates_gate_judge_agreement_charts_filters():
     verdict = gate.compare(
         entries, aggs, tolerances=[gate.parse_tolerance("pass_rate:-0.1")], floors=[], mode="strict"
     )
-    session = SimpleNamespace(
-        results=results, aggregates=aggs, verdict=verdict, judge_agreement="kappa 0.8 <marquee>"
+    outcome = RunOutcome(
+        run_id="r",
+        started=0.0,
+        ended=1.0,
+        models=("a", "b<script>"),
+        model_specs={},
+        datasets={},
+        records=tuple(results.values()),
+        aggregates=tuple(aggs),
+        verdict=verdict,
+        judge_agreement="kappa 0.8 <marquee>",
     )
-    html = render_summary(session)
+    html = render_summary(outcome)
     body = html.split("</style>", 1)[1].rsplit("<script>", 1)[0]  # our own style and script are static
     _assert_inert(body)
     assert 'id="llm-aggregates"' in body and 'id="llm-gate"' in body and "gate FAILED" in body
@@ -257,15 +266,11 @@ def test_plain():
     pass
 """
 
-# A judge agreement figure with markup of its own (the judge sets it in real runs).
-HOSTILE_CONFTEST = """
-import pytest
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session):
-    llm = session.config.pluginmanager.get_plugin("llmeval-session")
-    llm.judge_agreement = "kappa 0.81 <img src=x onerror=alert(3)> (n=40)"
-"""
+# A judge calibration file with markup in it: the agreement line quotes what the file says.
+HOSTILE_CALIBRATION = {
+    "agreement": {"exact": 0.5, "within_one": 0.9, "kappa_quadratic": 0.81, "n": "40 <img src=x onerror=alert(3)>"},
+    "date": "2026-12-02",
+}
 
 
 def _respond(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
@@ -308,7 +313,9 @@ def test_hostile_outputs_render_inert_in_headless_chromium(pytester: pytest.Pyte
             "\n".join(json.dumps(c) for c in HOSTILE_CASES) + "\n"
         )
         pytester.path.joinpath("baseline.json").write_text(json.dumps(_baseline()))
-        pytester.makepyfile(test_evals=HOSTILE_TEST, conftest=HOSTILE_CONFTEST)
+        pytester.makepyfile(test_evals=HOSTILE_TEST)
+        (pytester.path / "data").mkdir()
+        (pytester.path / "data" / "judge_calibration-smollm2.json").write_text(json.dumps(HOSTILE_CALIBRATION))
         out = pytester.path / "out"
         result = pytester.runpytest_subprocess(
             "--model",
@@ -342,7 +349,7 @@ def test_hostile_outputs_render_inert_in_headless_chromium(pytester: pytest.Pyte
         assert browser.dialogs == [], browser.dialogs
         assert r["injectedImgs"] == 0 and r["pwnedScripts"] == 0
         assert XSS_SCRIPT in r["text"] and XSS_IMG in r["text"]  # shown as text
-        assert "kappa 0.81 <img src=x onerror=alert(3)> (n=40)" in r["text"]
+        assert "kappa 0.81" in r["text"] and "(n=40 <img src=x onerror=alert(3)>, " in r["text"]
         assert SECRET not in r["html"] and "my key is [REDACTED]" in r["text"]
         assert r["aggregateRows"] == 2 and r["gateRows"] >= 2
         assert r["qualityBars"] == 4 and r["latencyBars"] == 4 and r["wideBars"] >= 2

@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pytest_llmeval.backends import vllm_pool as pool
 from pytest_llmeval.backends import vllm_server as vs
 from pytest_llmeval.backends.base import Request
-from pytest_llmeval.errors import ConfigError, ModelCallError
-from pytest_llmeval.models import ModelSpec
-from serving.server import (
+from pytest_llmeval.backends.hf import HFSpec
+from pytest_llmeval.backends.vllm_process import (
     ServerError,
     VLLMServer,
     is_cpu_build,
@@ -33,8 +33,10 @@ from serving.server import (
     port_in_use,
     read_log_tail,
 )
+from pytest_llmeval.backends.vllm_server import VLLMServerSpec
+from pytest_llmeval.backends.watchdog import group_pids, pid_alive
+from pytest_llmeval.errors import ConfigError, ModelCallError
 from serving.targets import resolve_target
-from serving.watchdog import group_pids, pid_alive
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "embedded:smollm2"
@@ -54,8 +56,8 @@ MAX_TOKENS = 32
 SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
-def _spec(name: str = "m", **kw) -> ModelSpec:
-    return ModelSpec(name=name, type="vllm_server", model=kw.pop("model", BASE), source="models.yaml", **kw)
+def _spec(name: str = "m", **kw) -> VLLMServerSpec:
+    return VLLMServerSpec(name=name, type="vllm_server", model=kw.pop("model", BASE), source="models.yaml", **kw)
 
 
 def _make_adapter(path: Path) -> Path:
@@ -122,7 +124,7 @@ def test_plan_groups_specs_by_base_model_with_union_of_adapters(tmp_path):
         _spec("other", model="org/other"),
         _spec("remote", base_url="http://127.0.0.1:9/v1"),
     ]
-    plans = vs.plan_servers(specs)
+    plans = pool.plan_servers(specs)
     assert [(p.model, p.spec_names) for p in plans] == [
         (BASE, ["base", "lora-a", "lora-b"]),
         ("org/other", ["other"]),
@@ -132,14 +134,14 @@ def test_plan_groups_specs_by_base_model_with_union_of_adapters(tmp_path):
 
 def test_plan_rejects_conflicting_adapter_names_and_ports(tmp_path):
     with pytest.raises(ConfigError, match="adapter 'x' is .* another selected model serves 'x'"):
-        vs.plan_servers(
+        pool.plan_servers(
             [
                 _spec("one", adapters={"x": str(tmp_path / "1")}),
                 _spec("two", adapters={"x": str(tmp_path / "2")}),
             ]
         )
     with pytest.raises(ConfigError, match="asks for port 8002"):
-        vs.plan_servers([_spec("one", port=8001), _spec("two", port=8002)])
+        pool.plan_servers([_spec("one", port=8001), _spec("two", port=8002)])
 
 
 def test_command_has_lora_modules_rank_and_cpu_defaults(tmp_path):
@@ -192,20 +194,20 @@ def test_log_tail_strips_colours_and_progress_redraws(tmp_path):
 class Served:
     """The module's server, started through the plugin's start_servers(); restarted if a test killed it."""
 
-    def __init__(self, specs: list[ModelSpec]) -> None:
+    def __init__(self, specs: list[VLLMServerSpec]) -> None:
         self.specs = specs
         self.urls: dict[str, str] = {}
         self.startup_s = 0.0
 
     def ensure(self) -> Served:
         started = time.monotonic()
-        self.urls = vs.start_servers(self.specs)  # reuses a live server
+        self.urls = pool.start_servers(self.specs)  # reuses a live server
         self.startup_s = max(self.startup_s, time.monotonic() - started)
         return self
 
     @property
     def server(self) -> VLLMServer:
-        (server,) = vs.running_servers()
+        (server,) = pool.running_servers()
         return server
 
     def backend(self, name: str) -> vs.VLLMServerBackend:
@@ -235,7 +237,7 @@ def served(lora_dir, tmp_path_factory):
         try:
             yield s
         finally:
-            vs.stop_servers()
+            pool.stop_servers()
 
 
 def _ask(backend, prompt: str, max_tokens: int = MAX_TOKENS):
@@ -275,7 +277,7 @@ def test_greedy_agrees_with_transformers(served, lora_dir):
             for p in PROMPTS[:n]
         ]
         # The hf backend's batches (left padding) give the same greedy tokens as one-by-one generation.
-        hf = HFBackend(ModelSpec(name="hf", type="hf", path=BASE, dtype="float32", **hf_extra))
+        hf = HFBackend(HFSpec(name="hf", type="hf", path=BASE, dtype="float32", **hf_extra))
         want = [c.text.strip() for c in hf.generate_batch(requests)]
         with ThreadPoolExecutor(len(requests)) as pool:
             got = [c.text.strip() for c in pool.map(served.backend(name).generate, requests)]
@@ -392,30 +394,30 @@ def test_cli_prints_url_and_stops_cleanly_on_sigint(tmp_path):
 
 INNER_CONFTEST = """
 import pytest
-from pytest_llmeval.backends.vllm_server import VLLMServerBackend, stop_servers
-from pytest_llmeval.models import ModelSpec
+from pytest_llmeval.backends.vllm_pool import stop_servers
+from pytest_llmeval.backends.vllm_server import VLLMServerBackend, VLLMServerSpec
 
 def pytest_sessionfinish(session):  # what the plugin's session does
     stop_servers()
 
 @pytest.fixture
 def own_backend():  # a backend used outside the plugin: load() starts a server, close() stops it
-    backend = VLLMServerBackend(ModelSpec(name="m", type="vllm_server", model="embedded:smollm2"))
+    backend = VLLMServerBackend(VLLMServerSpec(name="m", type="vllm_server", model="embedded:smollm2"))
     yield backend
     backend.close()
 """
 INNER_TEST = """
 import json, os, time
 from pathlib import Path
-from pytest_llmeval.backends.vllm_server import running_servers, start_servers
-from pytest_llmeval.models import ModelSpec
+from pytest_llmeval.backends.vllm_pool import running_servers, start_servers
+from pytest_llmeval.backends.vllm_server import VLLMServerSpec
 
 def publish(url, pid):
     Path("info.json.tmp").write_text(json.dumps({"url": url, "pid": pid}))
     os.rename("info.json.tmp", "info.json")
 
 def test_session_server():
-    urls = start_servers([ModelSpec(name="m", type="vllm_server", model="embedded:smollm2")])
+    urls = start_servers([VLLMServerSpec(name="m", type="vllm_server", model="embedded:smollm2")])
     publish(urls["m"], running_servers()[0].pid)
     time.sleep(600)
 

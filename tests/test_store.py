@@ -10,14 +10,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fake_openai import RUN_ARGS, FakeOpenAIServer, answer, write_suite, wrong_for  # noqa: E402
 
-from pytest_llmeval import store  # noqa: E402
+from pytest_llmeval import metrics_db, store  # noqa: E402
+from pytest_llmeval.outcome import RunOutcome  # noqa: E402
 from pytest_llmeval.results import CaseResult, aggregate  # noqa: E402
 
 pytest_plugins = ["pytester"]
@@ -70,7 +70,7 @@ def test_run_writes_database_and_run_folder(pytester: pytest.Pytester, fake_open
     assert aggs["latency_p95"] > 0
 
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store.MIGRATIONS)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(metrics_db.MIGRATIONS)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 
@@ -243,10 +243,10 @@ def test_newer_schema_is_not_touched(pytester: pytest.Pytester, fake_openai: Fak
 def test_locked_database_warns_once_and_the_run_goes_on(
     pytester: pytest.Pytester, fake_openai: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(metrics_db, "BUSY_TIMEOUT_S", 0.1)
     write_suite(pytester.path, fake_openai.base_url, CASES)
     db = pytester.path / "data" / "metrics.db"
-    store.connect(db).close()
+    metrics_db.connect(db).close()
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -265,19 +265,16 @@ def test_locked_database_warns_once_and_the_run_goes_on(
     assert len((folder / "results.jsonl").read_text().splitlines()) == 3
 
 
-def _session(run_id: str, results: list[CaseResult]) -> SimpleNamespace:
-    return SimpleNamespace(
+def _outcome(run_id: str, results: list[CaseResult]) -> RunOutcome:
+    return RunOutcome(
         run_id=run_id,
         started=time.time() - 1,
-        verdict=None,
-        session=SimpleNamespace(exitstatus=0),
-        report_path=None,
-        aggregates=aggregate(results),
-        results={r.nodeid: r for r in results},
+        ended=time.time(),
+        models=("m",),
+        model_specs={},
         datasets={},
-        scheduler=None,
-        tracer=None,
-        selected=["m"],
+        records=tuple(results),
+        aggregates=tuple(aggregate(results)),
     )
 
 
@@ -303,7 +300,7 @@ def _store(tmp_path: Path, run_id: str, warnings: list[str]) -> store.MetricsSto
 
 
 def test_batches_wait_for_a_released_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(metrics_db, "BUSY_TIMEOUT_S", 0.1)
     warnings: list[str] = []
     st = _store(tmp_path, "r1", warnings)
     holder = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
@@ -314,7 +311,7 @@ def test_batches_wait_for_a_released_lock(tmp_path: Path, monkeypatch: pytest.Mo
     assert not st.flush()  # still locked: rows stay pending
     holder.execute("ROLLBACK")
     holder.close()
-    st.finish(_session("r1", recs), complete=True)
+    st.finish(_outcome("r1", recs))
     assert len(warnings) == 1 and "write failed" in warnings[0]
     assert rows(tmp_path / "m.db", "SELECT complete FROM runs") == [{"complete": 1}]
     assert len(rows(tmp_path / "m.db", "SELECT * FROM results")) == 3
@@ -340,14 +337,14 @@ def test_results_commit_in_batches_and_by_time(tmp_path: Path, monkeypatch: pyte
     assert len(rows(db, "SELECT * FROM results")) == 1
     st.add_result(recs[-1])
     assert len(rows(db, "SELECT * FROM results")) == 1 + store.FLUSH_EVERY_N
-    st.finish(_session("r1", [_rec("a"), *recs]), complete=True)
+    st.finish(_outcome("r1", [_rec("a"), *recs]))
 
 
 def test_long_outputs_are_truncated(tmp_path: Path) -> None:
     st = _store(tmp_path, "r1", [])
     big = "é" * (store.OUTPUT_LIMIT)  # two bytes each: twice the limit
     st.add_result(_rec("a", big))
-    st.finish(_session("r1", [_rec("a", big)]), complete=True)
+    st.finish(_outcome("r1", [_rec("a", big)]))
     (row,) = rows(tmp_path / "m.db", "SELECT output, output_truncated FROM results")
     assert row["output_truncated"] == 1
     assert len(row["output"].encode()) <= store.OUTPUT_LIMIT and row["output"] == "é" * (
@@ -359,19 +356,19 @@ def test_migrations_upgrade_an_older_database(tmp_path: Path, monkeypatch: pytes
     db = tmp_path / "m.db"
     st = _store(tmp_path, "old", [])
     st.add_result(_rec("a"))
-    st.finish(_session("old", [_rec("a")]), complete=True)
+    st.finish(_outcome("old", [_rec("a")]))
     step = ("ALTER TABLE runs ADD COLUMN note TEXT", "CREATE INDEX results_outcome ON results(outcome)")
-    monkeypatch.setattr(store, "MIGRATIONS", [*store.MIGRATIONS, step])
-    conn = store.connect(db)
-    assert store.schema_version(conn) == len(store.MIGRATIONS)
+    monkeypatch.setattr(metrics_db, "MIGRATIONS", [*metrics_db.MIGRATIONS, step])
+    conn = metrics_db.connect(db)
+    assert metrics_db.schema_version(conn) == len(metrics_db.MIGRATIONS)
     assert conn.execute("SELECT id, note FROM runs").fetchall()[0]["id"] == "old"
     conn.close()
     # A step that fails leaves the database at the previous version.
-    monkeypatch.setattr(store, "MIGRATIONS", [*store.MIGRATIONS, ("ALTER TABLE nowhere ADD COLUMN x",)])
+    monkeypatch.setattr(metrics_db, "MIGRATIONS", [*metrics_db.MIGRATIONS, ("ALTER TABLE nowhere ADD COLUMN x",)])
     with pytest.raises(store.StoreError):
-        store.connect(db)
+        metrics_db.connect(db)
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store.MIGRATIONS) - 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(metrics_db.MIGRATIONS) - 1
     conn.close()
 
 
@@ -381,7 +378,7 @@ def test_resolve_run_ids(tmp_path: Path) -> None:
             rid, tmp_path / "m.db", None, {"id": rid, "started": rid[:8], "models": "[]", "complete": 0}
         )
         st.add_result(_rec("a"))
-        st.finish(_session(rid, [_rec("a")]), complete=True)
+        st.finish(_outcome(rid, [_rec("a")]))
     conn = store.connect(tmp_path / "m.db", create=False)
     assert store.resolve_run(conn, "latest") == "20250102-000000-bbbbbb"
     assert store.resolve_run(conn, "latest~1") == "20250101-000000-aaaaaa"

@@ -11,7 +11,6 @@ import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _fake_openai import RUN_ARGS, FakeOpenAIServer, answer, write_suite  # noqa: E402
 
 from pytest_llmeval import tracing  # noqa: E402
+from pytest_llmeval.gate import Verdict  # noqa: E402
+from pytest_llmeval.outcome import RunOutcome  # noqa: E402
 from pytest_llmeval.results import CaseResult  # noqa: E402
 
 pytest_plugins = ["pytester"]
@@ -74,14 +75,18 @@ def test_spans_in_memory(memory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     tr.item(rec("a"))
     tr.item(rec("b", "failed", cached=True, retries=2))
     tr.item(rec("c", "error", latency_s=None, scores=[], error="model call failed: boom", output=None))
-    session = SimpleNamespace(
+    outcome = RunOutcome(
         run_id="r1",
-        selected=["m"],
-        results={r.nodeid: r for r in (rec("a"), rec("b", "failed"), rec("c", "error"))},
-        verdict=SimpleNamespace(passed=False),
+        started=0.0,
+        ended=1.0,
+        models=("m",),
+        model_specs={},
+        datasets={},
+        records=(rec("a"), rec("b", "failed"), rec("c", "error")),
+        verdict=Verdict(passed=False),
     )
-    tr.shutdown(session)
-    tr.shutdown(session)  # idempotent
+    tr.shutdown(outcome)
+    tr.shutdown(outcome)  # idempotent
     tr.item(rec("late"))  # after shutdown: ignored, no error
 
     spans = by_name(memory.get_finished_spans())

@@ -143,6 +143,16 @@ def resolve_model_path(path: str) -> str:
     return path
 
 
+def resolve_weights(ref: str) -> str:
+    """What a vLLM server loads for ``ref``: the converted embedded model, an absolute local
+    directory, or a hub id as given (vLLM then reads it from the Hugging Face cache)."""
+    if is_embedded(ref):
+        return resolve_model_path(ref)
+    if Path(ref).is_dir():
+        return str(Path(ref).resolve())
+    return ref
+
+
 def model_fingerprint(path: str) -> str:
     """A stable identity for a model reference, used in cache keys and metadata."""
     if is_embedded(path):

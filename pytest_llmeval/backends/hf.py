@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import ModelCallError
+from ..models import ModelSpec, adapter_identity, check_adapter, check_local_weights, path_fingerprint
 from .base import Backend, Completion, Request
 from .embedded import resolve_model_path
 
@@ -24,6 +27,41 @@ _LOAD_LOCK = threading.Lock()
 # own "sdpa" copies every KV head ``num_key_value_groups`` times on each decode step when a
 # padding mask is present, and that copy was 56% of a decode step (SmolLM2, batch 32).
 CPU_ATTENTION = "llmeval_sdpa_gqa"
+
+
+@dataclass
+class HFSpec(ModelSpec):
+    """``type: hf``: a transformers model in this process, optionally 4-bit, optionally with a PEFT adapter."""
+
+    path: str = ""  # embedded:NAME, a local directory or a hub id already in the Hugging Face cache
+    adapter: str | None = None
+    load_in_4bit: bool = False
+    dtype: str = "float32"
+    device: str | None = None
+    batch_size: int = 16
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("path",)
+
+    def weights(self) -> str | None:
+        return self.path
+
+    def adapter_path(self) -> str | None:
+        return self.adapter
+
+    def identity(self) -> str:
+        # The key set and order are those of every cache entry written so far: keep them.
+        ident: dict[str, Any] = {"type": self.type, "path": self.path, "model": None}
+        ident["path_fp"] = path_fingerprint(self.path)
+        ident["load_in_4bit"] = self.load_in_4bit
+        ident["dtype"] = self.dtype
+        if self.adapter:
+            ident["adapter"] = adapter_identity(self.adapter)
+        return json.dumps(ident, sort_keys=True)
+
+    def check_available(self) -> None:
+        super().check_available()
+        check_local_weights(self.path)
+        check_adapter(self.adapter)
 
 
 def device_lock(device: str) -> threading.Lock:

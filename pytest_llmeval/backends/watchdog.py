@@ -11,8 +11,8 @@ started beside it in yet another session, kills the whole group when
   the kernel closes it on any exit, SIGKILL included, and we read EOF), or
 * the API server itself exits (a crash must not leave the engine behind).
 
-Run as ``python -I serving/watchdog.py PGID FD`` (by path, so that it does not
-depend on ``serving`` being importable from the owner's working directory).
+Run as ``python -I .../pytest_llmeval/backends/watchdog.py PGID FD`` (by path, so that it does not
+depend on the plugin being importable in the child's environment).
 Linux-only in what it reads (``/proc``); elsewhere it falls back to signals.
 """
 
@@ -96,7 +96,7 @@ def kill_group(pgid: int, grace: float = 10.0, reap: object = None) -> bool:
 
 
 def _log(msg: str) -> None:
-    print(f"\n[serving.watchdog pid={os.getpid()}] {msg}", file=sys.stderr, flush=True)
+    print(f"\n[llmeval.watchdog pid={os.getpid()}] {msg}", file=sys.stderr, flush=True)
 
 
 def watch(pgid: int, fd: int, poll_s: float = 0.5, grace: float = 5.0) -> int:

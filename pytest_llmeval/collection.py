@@ -1,0 +1,65 @@
+"""Collection: dataset files -> cases -> parametrized items (readable ids, tags as markers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .dataset import DatasetError, file_hash, load_cases
+from .selection import ModelSelection
+
+
+class Collection:
+    """Parametrizes tests that use ``@dataset`` or the ``model`` fixture; remembers dataset hashes."""
+
+    def __init__(self, config: pytest.Config, selection: ModelSelection) -> None:
+        self.config = config
+        self.selection = selection
+        self.datasets: dict[str, str] = {}  # test name -> dataset sha256
+        self._registered_tags: set[str] = set()
+
+    def generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        mark = metafunc.definition.get_closest_marker("llmeval_dataset")
+        needs_model = "model" in metafunc.fixturenames
+        if mark is None and not needs_model:
+            return
+        if needs_model:
+            selected = self.selection.selected
+            if not selected:
+                raise pytest.Collector.CollectError(
+                    f"{metafunc.function.__name__} needs a model: pass --model NAME or set the "
+                    "llmeval_model ini key"
+                )
+            try:
+                if not self.selection.explicit:
+                    self.selection.validate(check_runnable=False)
+            except pytest.UsageError as e:
+                raise pytest.Collector.CollectError(str(e)) from None
+            metafunc.parametrize("model", selected, indirect=True, ids=selected)
+        if mark is not None:
+            path = Path(metafunc.definition.path).parent / mark.kwargs["path"]
+            try:
+                cases = load_cases(path)
+            except DatasetError as e:
+                raise pytest.Collector.CollectError(str(e)) from None
+            self.datasets[test_of(metafunc.definition.nodeid)] = file_hash(path)
+            params = []
+            for c in cases:
+                for t in c.tags:
+                    if t not in self._registered_tags:
+                        self._registered_tags.add(t)
+                        self.config.addinivalue_line("markers", f"{t}: dataset tag")
+                params.append(pytest.param(c, id=c.id, marks=[getattr(pytest.mark, t) for t in c.tags]))
+            metafunc.parametrize("case", params, indirect=True)
+
+
+def is_eval_item(item: pytest.Item) -> bool:
+    """An item parametrized with a dataset case and a model."""
+    cs = getattr(item, "callspec", None)
+    return cs is not None and "case" in cs.params and "model" in cs.params
+
+
+def test_of(nodeid: str) -> str:
+    """The test a node id belongs to, without its parameters."""
+    return nodeid.split("[", 1)[0]

@@ -1,0 +1,75 @@
+"""Terminal lines and option lookups that every stage shares."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def write_line(config: pytest.Config, line: str, **markup: bool) -> None:
+    """A line on the terminal, also while an item runs (when pytest captures fd 1)."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None:
+        return
+    # Without suspending capture, a line written during an item would land in the item's
+    # captured output instead of on the terminal.
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+        tr.ensure_newline()
+        tr.write_line(line, **markup)
+
+
+def option_or_ini(config: pytest.Config, option: str, ini: str) -> Any:
+    """The command-line value when given, else the ini key (options win over ini keys)."""
+    v = config.getoption(option)
+    return v if v not in (None, "", []) else config.getini(ini)
+
+
+def invocation_path(config: pytest.Config, p: str) -> str:
+    """A path as the user typed it: relative to the directory pytest was started in."""
+    path = Path(p)
+    return str(path if path.is_absolute() else Path(config.invocation_params.dir) / path)
+
+
+def split_models(values: list[str]) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``, first occurrence wins."""
+    out: list[str] = []
+    for v in values:
+        for name in re.split(r"[,\s]+", v):
+            if name and name not in out:
+                out.append(name)
+    return out
+
+
+def load_dotenv(path: Path) -> list[str]:
+    """Set variables from a ``.env`` file that the environment does not already set.
+
+    ``KEY=value`` lines, ``#`` comments, optional ``export`` and quotes. Values
+    are registered as secrets so that they are scrubbed from every output.
+    Returns the names it set.
+    """
+    from .redact import register_secret
+
+    if not path.is_file():
+        return []
+    set_names = []
+    for raw in path.read_text(encoding="utf-8-sig").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key) or not value:
+            continue
+        register_secret(value)
+        if key not in os.environ:
+            os.environ[key] = value
+            set_names.append(key)
+    return set_names

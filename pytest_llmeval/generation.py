@@ -1,0 +1,276 @@
+"""Generation: item -> request -> scheduler lanes -> completion, with progress on the terminal.
+
+Every collected item's request is submitted ahead of the tests (batches for
+in-process models, bounded concurrency for servers, the response cache first);
+each item's ``completion`` fixture waits only for its own future.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .backends.base import Completion, Request
+from .collection import is_eval_item
+from .console import option_or_ini, write_line
+from .dataset import Case
+from .errors import BudgetExceeded, ConfigError, LLMEvalError, ModelCallError, TemplateError
+from .prompts import default_messages, load_template
+from .redact import redact, safe_terminal
+from .selection import ModelSelection
+
+COMPLETION_KEY = pytest.StashKey[Completion]()
+MESSAGES_KEY = pytest.StashKey[list]()
+
+
+class Generation:
+    """Owns the scheduler of a run (and the vLLM servers it starts): requests in, completions out."""
+
+    def __init__(self, config: pytest.Config, selection: ModelSelection, is_worker: bool) -> None:
+        self.config = config
+        self.selection = selection
+        self.is_worker = is_worker
+        self._scheduler: Any = None
+        self.items: list[pytest.Item] = []  # the session's items (controller, or a worker's collection)
+        self._submitted = False
+        self._gen_counter = 0
+        self._last_progress = 0.0
+        self._last_progress_done = -1
+        self.judges_used: dict[str, str | None] = {}  # judge model -> rubric text it graded with
+        raw = config.getini("llmeval_progress_every")
+        try:
+            self.progress_every = max(0.1, float(raw))
+        except ValueError:
+            raise pytest.UsageError(f"ini key llmeval_progress_every: expected seconds, got {raw!r}") from None
+
+    # -- the scheduler ------------------------------------------------------------------------
+    def scheduler(self) -> Any:
+        """The run's scheduler, created on first use (a run without evals never opens the cache)."""
+        if self._scheduler is None:
+            from .cache import ResponseCache
+            from .scheduler import Scheduler
+
+            mode = option_or_ini(self.config, "llmeval_cache", "llmeval_cache")
+            cache = None
+            if mode != "off":
+                path = Path(option_or_ini(self.config, "llmeval_cache_path", "llmeval_cache_path"))
+                if not path.is_absolute():
+                    path = self.config.rootpath / path
+                cache = ResponseCache(path, mode)
+            self._scheduler = Scheduler(
+                self.selection.backend,
+                cache,
+                enabled=not self.config.getoption("no_scheduler"),
+                max_cost=self.config.getoption("max_cost"),
+            )
+        return self._scheduler
+
+    def stats(self) -> Any:
+        """The scheduler's counters, or None when nothing was generated."""
+        return None if self._scheduler is None else self._scheduler.stats
+
+    def shutdown(self) -> None:
+        """Cancel what is left and close the cache and the backends."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(cancel=True)
+            if self._scheduler.cache is not None:
+                self._scheduler.cache.close()
+        self.selection.close()
+
+    def cancel(self) -> None:
+        """-x / --maxfail / Ctrl-C: stop generating what will never be tested."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(cancel=True)
+
+    # -- vLLM servers ---------------------------------------------------------------------------
+    def start_servers(self) -> None:
+        """Start one vLLM server per base model of the selected ``vllm_server`` models without a URL."""
+        wanted = [s for s in self.selection.loaded_specs() if s.type == "vllm_server" and not s.base_url]  # type: ignore[attr-defined]
+        if not wanted:
+            return
+        from .backends.vllm_pool import plan_servers, start_servers
+        from .backends.vllm_server import cpu_build
+
+        workers = getattr(self.config.option, "numprocesses", None)
+        if workers and cpu_build() and any(len(p.spec_names) > 1 for p in plan_servers(wanted)):  # type: ignore[arg-type]
+            write_line(
+                self.config,
+                "llmeval: warning: with -n, xdist workers can mix base and adapter requests in one "
+                "vLLM-CPU batch, which applies the adapter to base requests (serving/README.md); "
+                "compare a base model and its adapters on vLLM-CPU without -n",
+                yellow=True,
+            )
+        try:
+            self.selection.server_urls = start_servers(wanted)  # type: ignore[arg-type]
+        except ModelCallError as e:
+            # Not an INTERNALERROR: the other models still run, and each item of these models
+            # becomes an error that quotes the server's log.
+            self.selection.server_errors = {s.name: str(e) for s in wanted}
+            write_line(self.config, f"llmeval: {safe_terminal(str(e).splitlines()[0], 300)}", red=True)
+
+    def stop_servers(self) -> None:
+        if self.selection.server_urls:
+            from .backends.vllm_pool import stop_servers
+
+            stop_servers()
+
+    # -- requests ---------------------------------------------------------------------------------
+    def request_for(self, item: pytest.Item) -> tuple[str, Request]:
+        """The (model, request) an item asks for: its case rendered with the test's template."""
+        callspec = item.callspec  # type: ignore[attr-defined]
+        case: Case = callspec.params["case"]
+        model: str = callspec.params["model"]
+        mark = item.get_closest_marker("llmeval_dataset")
+        prompt = mark.kwargs.get("prompt") if mark else None
+        if prompt:
+            messages = load_template(Path(item.path).parent / prompt).render(case.data, case.id)
+        else:
+            messages = default_messages(case.data)
+        params = {**self.selection.spec(model).params, **((mark.kwargs.get("params") if mark else None) or {})}
+        item.stash[MESSAGES_KEY] = messages
+        return model, Request.make(messages, **params)
+
+    def _pending_items(self, current: pytest.Item) -> list[pytest.Item]:
+        """Items this process will run, in order, that need a completion."""
+        items: list[pytest.Item]
+        if self.is_worker:
+            interactor = self.config.pluginmanager.get_plugin("workerinteractor")
+            items = [current]
+            try:
+                sitems = interactor.session.items  # type: ignore[union-attr]
+                items += [sitems[i] for i in list(interactor.torun)]  # type: ignore[union-attr]
+            except Exception:
+                pass
+        else:
+            items = list(self.items) or [current]
+        return [i for i in items if "completion" in getattr(i, "fixturenames", ())]
+
+    def _submit(self, items: list[pytest.Item]) -> None:
+        sched = self.scheduler()
+        batch = []
+        for it in items:
+            if sched.job(it.nodeid) is not None:
+                continue
+            try:
+                model, req = self.request_for(it)
+            except (TemplateError, LLMEvalError) as e:
+                from .scheduler import Job
+
+                fut: Future[Completion] = Future()
+                fut.set_exception(e)
+                sched.jobs[it.nodeid] = Job(it.nodeid, "?", Request(()), future=fut)
+                continue
+            batch.append((it.nodeid, model, req))
+        sched.submit_many(batch)
+
+    def completion_for(self, item: pytest.Item) -> Completion:
+        """Block until this item's completion is ready; errors become item errors with their cause."""
+        sched = self.scheduler()
+        if not sched.enabled:
+            self._submit([item])
+        elif self.is_worker or not self._submitted:
+            self._submit(self._pending_items(item))
+            self._submitted = True
+        job = sched.job(item.nodeid)
+        if job is None:
+            self._submit([item])
+            job = sched.job(item.nodeid)
+        # Skips and failures are raised after the except blocks, so the report shows the
+        # cause once, not again as "During handling of the above exception...".
+        skip = fail = None
+        while True:
+            try:
+                comp = job.future.result(timeout=self.progress_every)
+                break
+            except TimeoutError:
+                self._progress()
+            except BudgetExceeded as e:
+                skip = str(e)
+                break
+            except LLMEvalError as e:
+                fail = str(e)
+                break
+            except Exception as e:  # cancelled, or a backend bug: still an error with its cause
+                if sched.cancelled.is_set():
+                    skip = "cancelled: the session is stopping"
+                else:
+                    fail = f"model call failed: {type(e).__name__}: {e}"
+                break
+        if skip is not None:
+            pytest.skip(skip)
+        if fail is not None:
+            pytest.fail(redact(fail), pytrace=False)
+        item.stash[COMPLETION_KEY] = comp
+        self._progress(quiet_unless_due=True)
+        return comp
+
+    def generate_now(self, model: str, messages: list[dict[str, str]] | str, **params: Any) -> Completion:
+        """Generate one completion synchronously (judge calls, multi-turn tests)."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        specs = self.selection.specs()
+        if model not in specs:
+            raise ConfigError(f"unknown model {model!r}; available: {', '.join(specs)}")
+        params = {**specs[model].params, **params}
+        self._gen_counter += 1
+        key = f"__direct__/{os.getpid()}/{self._gen_counter}"
+        fut = self.scheduler().submit(key, model, Request.make(messages, **params))
+        try:
+            return fut.result()
+        except BudgetExceeded as e:
+            pytest.skip(str(e))
+
+    def note_judge(self, model: str, rubric_text: str | None) -> None:
+        """Remember the first rubric each judge model graded with (for its agreement note)."""
+        self.judges_used.setdefault(model, rubric_text)
+
+    # -- progress and estimates -----------------------------------------------------------------
+    def _progress(self, quiet_unless_due: bool = False) -> None:
+        if self.is_worker or self.config.get_verbosity() < 0 or self._scheduler is None:
+            return
+        now = time.monotonic()
+        if now - self._last_progress < self.progress_every:
+            return
+        st = self._scheduler.stats
+        if quiet_unless_due and st.done >= st.submitted:
+            return
+        if st.done == self._last_progress_done and now - self._last_progress < 60:
+            return  # nothing new: a line a minute while a long batch runs, not one every few seconds
+        self._last_progress, self._last_progress_done = now, st.done
+        elapsed = max(now - st.started, 1e-6)
+        fresh = st.done - st.cached
+        rate = fresh / elapsed
+        left = st.submitted - st.done
+        eta = f", ETA {left / rate:.0f}s" if rate > 0 and left else ""
+        write_line(
+            self.config,
+            f"[llmeval] generated {st.done}/{st.submitted} ({st.cached} cached, {rate:.1f} req/s{eta})",
+            cyan=True,
+        )
+
+    def estimate(self, items: list[pytest.Item]) -> list[str]:
+        """``--estimate-cost``: token and cost bounds per model, without calling any model."""
+        per: dict[str, list[int]] = {}
+        for it in items:
+            if not is_eval_item(it):
+                continue
+            try:
+                model, req = self.request_for(it)
+            except LLMEvalError:
+                continue
+            chars = sum(len(c) for _, c in req.messages)
+            max_t = int(req.param_dict.get("max_tokens", 256))
+            row = per.setdefault(model, [0, 0, 0])
+            row[0] += 1
+            row[1] += chars // 4 + 8
+            row[2] += max_t
+        lines = ["llmeval cost estimate (prompt tokens ~ chars/4; completion = max_tokens bound):"]
+        for model, (n, pt, ct) in per.items():
+            cost = self.selection.spec(model).cost(pt, ct)
+            lines.append(f"  {model}: {n} items, ~{pt} prompt tokens, <= {ct} completion tokens, <= ${cost:.4f}")
+        return lines

@@ -1,0 +1,139 @@
+"""Records: each eval item's report -> one :class:`CaseResult`, collected in the controller.
+
+A record travels in ``report.user_properties`` (so xdist ships it to the
+controller and JUnit XML carries it); the controller keeps one per node id and
+hands each new one to the run's outputs as it arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from .collection import is_eval_item, test_of
+from .dataset import Case
+from .generation import COMPLETION_KEY, MESSAGES_KEY
+from .redact import redact
+from .results import USER_PROPERTY, CaseResult
+from .scorers import _base as scoring
+
+SCORES_KEY = pytest.StashKey[list]()
+
+
+class Records:
+    """Scores per item while it runs, its record at makereport, and the controller's collection."""
+
+    def __init__(self, is_worker: bool) -> None:
+        self.is_worker = is_worker
+        self.results: dict[str, CaseResult] = {}  # controller: every item's record, by node id
+        # Records made in this process, by nodeid: logreport takes the object instead of parsing
+        # the JSON it also carries (which xdist workers ship to the controller).
+        self.local: dict[str, CaseResult] = {}
+        self._listeners: list[Callable[[CaseResult], None]] = []
+
+    def subscribe(self, listener: Callable[[CaseResult], None]) -> None:
+        """Call ``listener`` with each new record (the metrics store, the tracer)."""
+        self._listeners.append(listener)
+
+    def lookup(self, nodeid: str) -> CaseResult | None:
+        """The record of ``nodeid`` made in this process or received from a worker."""
+        return self.local.get(nodeid) or self.results.get(nodeid)
+
+    # -- while an item runs -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def scoring(self, item: pytest.Item) -> Iterator[None]:
+        """Around the test call: scorers record into this item's list."""
+        store: list[dict[str, Any]] = []
+        item.stash[SCORES_KEY] = store
+        scoring.begin_item(store)
+        try:
+            yield
+        finally:
+            scoring.end_item()
+
+    def attach(self, item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo[Any]) -> None:
+        """At makereport: put the item's record on its call report (or its failed setup's)."""
+        if not is_eval_item(item):
+            return
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            rec = make_record(item, report, call)
+            prop = (USER_PROPERTY, rec.to_json())
+            report.user_properties.append(prop)
+            if not self.is_worker:  # spares re-parsing the JSON in this process (xdist ships the JSON)
+                self.local[item.nodeid] = rec
+            # The teardown report copies item.user_properties; JUnit XML reads it from there.
+            item.user_properties.append(prop)
+
+    def collect(self, report: pytest.TestReport) -> None:
+        """Controller: take the record a report carries (once per item) and pass it on."""
+        for key, value in report.user_properties:
+            if key != USER_PROPERTY:
+                continue
+            if report.when == "teardown" and report.nodeid in self.results:
+                continue  # the same record again, carried by the teardown report
+            rec = self.local.get(report.nodeid) or CaseResult.from_json(value)
+            self.results[rec.nodeid] = rec
+            for listener in self._listeners:
+                listener(rec)
+
+
+def make_record(item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo[Any]) -> CaseResult:
+    """The :class:`CaseResult` of one eval item from its report and what the run stashed on it."""
+    params = item.callspec.params  # type: ignore[attr-defined]
+    case: Case = params["case"]
+    comp = item.stash.get(COMPLETION_KEY, None)
+    mark = item.get_closest_marker("llmeval_dataset")
+    if report.when == "setup":
+        outcome = "skipped" if report.skipped else "error"
+    elif report.passed:
+        outcome = "passed"
+    elif report.skipped:
+        outcome = "skipped"
+    elif call.excinfo is not None and isinstance(call.excinfo.value, AssertionError):
+        outcome = "failed"
+    else:
+        outcome = "error"
+    error = None
+    if outcome in ("error", "skipped") or (outcome == "failed" and report.longrepr is not None):
+        error = short_error(report)
+    rec = CaseResult(
+        nodeid=item.nodeid,
+        test=test_of(item.nodeid),
+        model=str(params.get("model", "")),
+        case_id=case.id,
+        tags=list(case.tags),
+        outcome=outcome,
+        passed=outcome == "passed",
+        scores=list(item.stash.get(SCORES_KEY, [])),
+        main_score=mark.kwargs.get("main_score") if mark else None,
+        error=redact(error) if error else None,
+        messages=item.stash.get(MESSAGES_KEY, None),
+        expected=case.data.get("expected", case.data.get("reference")),
+        dataset=str(mark.kwargs.get("path")) if mark else None,
+    )
+    if comp is not None:
+        rec.output = comp.text
+        rec.latency_s = comp.latency_s
+        rec.prompt_tokens = comp.prompt_tokens
+        rec.completion_tokens = comp.completion_tokens
+        rec.cost = comp.cost
+        rec.cached = comp.cached
+        rec.retries = comp.retries
+        rec.finish_reason = comp.finish_reason
+    return rec
+
+
+def short_error(report: pytest.TestReport) -> str:
+    """The one-line cause of a failed, errored or skipped item."""
+    lr = report.longrepr
+    if lr is None:
+        return ""
+    if isinstance(lr, tuple):  # skipped: (path, line, reason)
+        return str(lr[2])
+    crash = getattr(lr, "reprcrash", None)
+    if crash is not None:
+        return str(crash.message)
+    return str(lr)[-2000:]
