@@ -86,7 +86,11 @@ def test_export_csv(two_runs: dict, tmp_path: Path) -> None:
     with open(tmp_path / "r.aggregates.csv", newline="", encoding="utf-8") as f:
         (agg,) = list(csv.DictReader(f))
     assert agg["test"] == "test_evals.py::test_answer" and agg["model"] == "fake"
-    assert float(agg["pass_rate"]) == pytest.approx(2 / 6) and float(agg["n"]) == 6
+    assert float(agg["pass_rate"]) == pytest.approx(2 / 6)
+    # Counts are integers, not "6.0"; rates and seconds stay decimal.
+    assert (agg["n"], agg["passed"], agg["failed"], agg["errors"], agg["cached"]) == ("6", "2", "4", "0", "0")
+    assert agg["prompt_tokens"].isdigit() and agg["completion_tokens"] == "6"
+    assert "." in agg["latency_p50"] and agg["cost"] == "0.0"
 
 
 def test_export_json_to_stdout(two_runs: dict, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,6 +101,7 @@ def test_export_json_to_stdout(two_runs: dict, capsys: pytest.CaptureFixture[str
     assert len(doc["results"]) == 6 and doc["results"][0]["scores"][0]["name"] == "exact_match"
     (agg,) = doc["aggregates"]
     assert agg["metrics"]["pass_rate"] == pytest.approx(2 / 6)
+    assert agg["metrics"]["n"] == 6 and isinstance(agg["metrics"]["n"], int)
 
 
 def test_export_prometheus_textfile(two_runs: dict, tmp_path: Path) -> None:
