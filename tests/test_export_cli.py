@@ -293,3 +293,53 @@ def test_no_secret_reaches_db_exports_or_spans(
     assert any("gen_ai.output.messages" in s.attributes for s in spans)
     for s in spans:
         assert CANARY not in s.to_json(), f"secret in span {s.name}"
+
+
+def _llmeval(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_llmeval", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_default_paths_from_a_subfolder(two_runs: dict, tmp_path: Path) -> None:
+    """``llmeval`` finds what pytest wrote as pytest would: from the rootdir, whatever the folder."""
+    deeper = two_runs["root"] / "sub" / "deeper"
+    deeper.mkdir(parents=True)
+    runs = _llmeval(deeper, "runs")
+    assert runs.returncode == 0, runs.stderr
+    assert two_runs["cur"] in runs.stdout and two_runs["base"] in runs.stdout
+    page = two_runs["root"] / "data" / "runs" / two_runs["cur"] / f"compare-{two_runs['base']}.html"
+    page.unlink(missing_ok=True)
+    compare = _llmeval(deeper, "compare")
+    assert compare.returncode == 0 and compare.stderr.strip() == f"review page: {page}" and page.is_file()
+
+    # The ini keys of the rootdir's config file move the database and the runs folder.
+    proj = tmp_path / "proj"
+    (proj / "src" / "pkg").mkdir(parents=True)
+    (proj / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.pytest.ini_options]\n'
+        'llmeval_metrics_db = "var/evals.db"\nllmeval_runs_dir = "var/runs"\n'
+    )
+    (proj / "var").mkdir()
+    src = sqlite3.connect(two_runs["db"])
+    src.backup(dst := sqlite3.connect(proj / "var" / "evals.db"))
+    dst.execute("UPDATE runs SET run_dir = NULL")  # as if the run folders were elsewhere
+    dst.commit()
+    src.close()
+    dst.close()
+    runs = _llmeval(proj / "src" / "pkg", "runs", "--limit", "1")
+    assert runs.returncode == 0 and two_runs["cur"] in runs.stdout, runs.stderr
+    compare = _llmeval(proj / "src" / "pkg", "compare", "--no-html")
+    assert compare.returncode == 0 and "changed cases (4):" in compare.stdout
+    compare = _llmeval(proj / "src", "compare")
+    page = proj / "var" / "runs" / f"compare-{two_runs['cur']}-vs-{two_runs['base']}.html"
+    assert compare.stderr.strip() == f"review page: {page}" and page.is_file()
+
+    # No database under this rootdir: the message names the path it looked for.
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "pytest.ini").write_text("[pytest]\n")
+    none = _llmeval(tmp_path / "empty", "runs")
+    assert (
+        none.returncode == 2
+        and f"no metrics database at {tmp_path / 'empty' / 'data' / 'metrics.db'}" in none.stderr
+    )
