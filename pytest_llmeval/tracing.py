@@ -19,33 +19,58 @@ result arrives and starts ``latency`` before that. Prompt and output text
 which quote outputs, are recorded only with ``LLMEVAL_OTEL_CAPTURE_CONTENT=true``,
 and always pass through :func:`pytest_llmeval.redact.redact`.
 
-The exporter is OTLP/HTTP, configured by the standard variables
-(``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
-``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_SERVICE_NAME``, ...).
+Where traces go (:func:`resolve_target`): OTLP over gRPC or HTTP (protobuf), by
+the standard variables (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
+``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``,
+``..._HEADERS``, ``..._TIMEOUT``, ``OTEL_SERVICE_NAME``, ...) and, when none of
+the endpoint variables is set, ``OTEL_ENDPOINT`` (the seed README's name). Without
+a protocol variable, an endpoint on port 4317 (the collectors' gRPC port) is
+gRPC and any other is HTTP. :meth:`Tracer.describe` says where, in one line.
+
+A collector that cannot be reached costs one warning and at most an export
+timeout (:data:`EXPORT_TIMEOUT_S`, unless ``OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT``
+says otherwise) at the end of the run: batches that fail are dropped (as the
+SDK does), the exporters' own log records are kept off the terminal, and the
+final flush is skipped when the last export failed.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
+import re
+import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from .redact import redact
+from .redact import redact, safe_terminal
 from .results import CaseResult
 
 CAPTURE_ENV = "LLMEVAL_OTEL_CAPTURE_CONTENT"
 SERVICE_NAME = "pytest-llmeval"
 SCOPE = "pytest_llmeval"
 TEXT_LIMIT = 16 * 1024  # characters of captured prompt/output per attribute
-FLUSH_TIMEOUT_MS = 10_000
+# One export (with the exporter's own retries) gives up after this long; a collector that is
+# down therefore adds about this much to a run, once, at the end. Enough for a loaded collector.
+EXPORT_TIMEOUT_S = 2.0
+# The end of the run waits at most this long for the last spans, whatever the exporter does.
+SHUTDOWN_TIMEOUT_S = 5.0
+GRPC, HTTP = "grpc", "http/protobuf"
+GRPC_PORT, HTTP_PORT = 4317, 4318
+ALIAS_ENV = "OTEL_ENDPOINT"
 
 _MISSING = (
-    "OpenTelemetry tracing (--otel / ENABLE_OTEL) needs opentelemetry-sdk and "
-    "opentelemetry-exporter-otlp-proto-http: pip install 'pytest-llmeval[otel]'"
+    "OpenTelemetry tracing (--otel / ENABLE_OTEL) over {protocol} needs opentelemetry-sdk and "
+    "{package}: pip install 'pytest-llmeval[otel]'"
 )
+_PACKAGES = {GRPC: "opentelemetry-exporter-otlp-proto-grpc", HTTP: "opentelemetry-exporter-otlp-proto-http"}
+_KIND = {GRPC: "OTLP/gRPC", HTTP: "OTLP/HTTP"}
 
 
 def _truthy(value: str | None) -> bool:
@@ -57,11 +82,234 @@ def _text(value: Any) -> str:
     return s if len(s) <= TEXT_LIMIT else s[:TEXT_LIMIT] + "...[truncated]"
 
 
+# -- where traces go ----------------------------------------------------------------
+@dataclass(frozen=True)
+class OtlpTarget:
+    """An OTLP destination: protocol, the URL the exporter gets, and which variable said so."""
+
+    protocol: str  # GRPC or HTTP
+    endpoint: str  # gRPC: scheme://host:port; HTTP: the full traces URL
+    source: str  # the environment variable the endpoint came from, or "default"
+    timeout_s: float
+    note: str = ""  # e.g. that OTEL_ENDPOINT was ignored
+
+    def where(self) -> str:
+        """``OTLP/gRPC to http://localhost:4317`` (credentials and query left out)."""
+        return f"{_KIND[self.protocol]} to {_display_url(self.endpoint)}"
+
+    def describe(self) -> str:
+        """:meth:`where`, and which variable said so."""
+        text = self.where() + ("" if self.source == "default" else f" (from {self.source})")
+        return f"{text}; {self.note}" if self.note else text
+
+
+def _display_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
+
+
+def _with_scheme(url: str) -> str:
+    # "localhost:4317" is how many people write a gRPC endpoint.
+    return url if "://" in url else f"http://{url}"
+
+
+def resolve_target(env: Mapping[str, str] | None = None) -> OtlpTarget:
+    """Where the standard OTLP variables (and the ``OTEL_ENDPOINT`` alias) send traces.
+
+    Raises ``ValueError`` naming the variable when a value cannot be used.
+    """
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str:
+        return (env.get(name) or "").strip()
+
+    note = ""
+    source, endpoint, signal_url = "default", "", False
+    for name, is_signal in (
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", True),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", False),
+        (ALIAS_ENV, False),
+    ):
+        if get(name):
+            source, endpoint, signal_url = name, _with_scheme(get(name)), is_signal
+            break
+    if source not in ("default", ALIAS_ENV) and get(ALIAS_ENV):
+        note = f"{ALIAS_ENV} ignored: {source} is set"
+    try:
+        port = urlsplit(endpoint).port if endpoint else None
+    except ValueError:
+        raise ValueError(
+            f"{source}={get(source)!r} is not a valid URL (expected e.g. http://localhost:4317)"
+        ) from None
+
+    protocol = ""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        if get(name):
+            protocol = get(name).lower()
+            if protocol == "http/json":
+                raise ValueError(
+                    f"{name}=http/json is not supported by the Python OTLP exporters; use grpc or http/protobuf"
+                )
+            if protocol not in (GRPC, HTTP):
+                raise ValueError(f"{name}={get(name)!r}: expected grpc or http/protobuf")
+            break
+    if not protocol:
+        # Collectors listen for gRPC on 4317 and HTTP on 4318; elsewhere, OTLP's default (HTTP).
+        protocol = GRPC if port == GRPC_PORT else HTTP
+
+    if not endpoint:
+        endpoint = f"http://localhost:{GRPC_PORT if protocol == GRPC else HTTP_PORT}"
+    if protocol == HTTP and not signal_url:
+        # A base URL gets the signal path, as the exporter does for OTEL_EXPORTER_OTLP_ENDPOINT.
+        base = endpoint.rstrip("/")
+        endpoint = base if base.endswith("/v1/traces") else f"{base}/v1/traces"
+
+    timeout = EXPORT_TIMEOUT_S
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        if get(name):
+            try:
+                timeout = float(get(name))  # seconds, as the Python exporters read it
+            except ValueError:
+                raise ValueError(f"{name}={get(name)!r}: expected seconds") from None
+            if timeout <= 0:
+                raise ValueError(f"{name}={get(name)!r}: expected a positive number of seconds")
+            break
+    return OtlpTarget(protocol, endpoint, source, timeout, note)
+
+
+def _otlp_exporter(target: OtlpTarget) -> Any:
+    """The OpenTelemetry OTLP span exporter for ``target`` (imported only now)."""
+    try:
+        if target.protocol == GRPC:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        raise ImportError(
+            _MISSING.format(protocol=_KIND[target.protocol], package=_PACKAGES[target.protocol])
+        ) from None
+    return OTLPSpanExporter(endpoint=target.endpoint, timeout=target.timeout_s)
+
+
+# -- an exporter that fails quietly ---------------------------------------------------
+_capture = threading.local()  # .messages: the export running in this thread collects log records here
+_QUIET_PREFIXES = ("opentelemetry", "grpc", "urllib3", "requests")
+
+
+class _ExportLogFilter(logging.Filter):
+    """Keeps the exporters' log records (stack traces, one per failed batch) off the terminal.
+
+    Only records logged by an export that :class:`_QuietExporter` is running in the
+    same thread are taken; their messages become the reason in the one warning.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        messages = getattr(_capture, "messages", None)
+        if messages is None:
+            return True
+        if record.levelno >= logging.WARNING:
+            messages.append(record.getMessage())
+        return False
+
+
+_FILTER = _ExportLogFilter()
+
+
+def _quiet_export_loggers() -> None:
+    # A filter on a logger applies only to records logged on it, so each exporter module's own;
+    # first in line, before the SDK's DuplicateFilter would drop a repeated failure unseen.
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.startswith(_QUIET_PREFIXES):
+            if _FILTER not in logger.filters:
+                logger.filters.insert(0, _FILTER)
+
+
+class _QuietExporter:
+    """Wraps a ``SpanExporter``: never raises, never logs, reports its first failure once.
+
+    ``on_failure(reason)`` is called from the exporting thread; after :meth:`closing`
+    a failure already seen makes later exports drop their spans at once, so a
+    run whose collector is down does not wait for it at the end.
+    """
+
+    def __init__(self, inner: Any, on_failure: Callable[[str], None]) -> None:
+        self.inner = inner
+        self.on_failure = on_failure
+        self.sent = self.dropped = 0
+        self.last_failed = False
+        self._closing = False
+
+    def _call(self, fn: Callable[[], Any]) -> tuple[Any, list[str]]:
+        _capture.messages = messages = []
+        try:
+            return fn(), messages
+        except Exception as e:  # an exporter bug or an unexpected transport error: still one warning
+            messages.append(f"{type(e).__name__}: {e}")
+            return None, messages
+        finally:
+            _capture.messages = None
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        if self._closing and self.last_failed:
+            self.dropped += len(spans)
+            return SpanExportResult.FAILURE
+        result, messages = self._call(lambda: self.inner.export(spans))
+        if result == SpanExportResult.SUCCESS:
+            self.sent += len(spans)
+            self.last_failed = False
+            return result
+        self.dropped += len(spans)
+        self.last_failed = True
+        self.on_failure(failure_reason(messages))
+        return SpanExportResult.FAILURE
+
+    def closing(self) -> None:
+        self._closing = True
+
+    def shutdown(self) -> None:
+        self._call(self.inner.shutdown)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        result, _ = self._call(lambda: self.inner.force_flush(timeout_millis))
+        return bool(result)
+
+
+def failure_reason(messages: list[str]) -> str:
+    """A short cause from the exporters' log messages: ``Connection refused``, ``HTTP 404 Not Found``, ..."""
+    text = " ".join(messages)
+    for pattern, fmt in (
+        (r"\[Errno \d+\] ([^\"')]+)", "{0}"),
+        (r"code: (\d{3}), reason: ([^,]+?)\.?$", "HTTP {0} {1}"),
+        (r"\b(timed out|timeout)\b", "no answer in time"),
+        (
+            r"StatusCode\.(\w+)[^\n]*?(?:[Ee]rror details|[Ee]rror message): (?:.*: )?([^:;\n]+?)\s*$",
+            "gRPC {0}: {1}",
+        ),
+        (r"StatusCode\.(\w+)", "gRPC {0}"),
+    ):
+        for message in messages:
+            m = re.search(pattern, message)
+            if m:
+                return fmt.format(*(g.strip() for g in m.groups()))
+    return text.strip().splitlines()[0] if text.strip() else "the export failed"
+
+
+def _stderr_warning(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 class Tracer:
     """Turns :class:`CaseResult` records into spans; ``shutdown()`` flushes them.
 
     ``exporter`` is any OpenTelemetry ``SpanExporter`` (an ``InMemorySpanExporter``
-    in tests); ``batch=False`` exports each span as it ends.
+    in tests); ``batch=False`` exports each span as it ends. ``target`` is where
+    :meth:`describe` says it sends them (default: the exporter's class name).
     """
 
     def __init__(
@@ -71,6 +319,7 @@ class Tracer:
         batch: bool = True,
         capture_content: bool | None = None,
         resource: Any = None,
+        target: OtlpTarget | None = None,
     ) -> None:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -86,8 +335,15 @@ class Tracer:
             _truthy(os.environ.get(CAPTURE_ENV)) if capture_content is None else capture_content
         )
         self.exporter = exporter
+        # Where warnings go; the plugin may point it at the terminal. Called from the main thread only.
+        self.warn: Callable[[str], None] = _stderr_warning
+        self.target = target
+        self._failure: str | None = None  # the first export failure, until warned about
+        self._warned = False
+        self._quiet = _QuietExporter(exporter, self._note_failure)
+        _quiet_export_loggers()
         self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+        processor = BatchSpanProcessor(self._quiet) if batch else SimpleSpanProcessor(self._quiet)
         self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer(SCOPE, __version__)
         self._lock = threading.Lock()
@@ -97,23 +353,44 @@ class Tracer:
 
     @classmethod
     def from_env(cls) -> Tracer:
-        """An OTLP/HTTP tracer configured by the standard ``OTEL_*`` environment variables."""
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            import pytest
+        """An OTLP tracer (gRPC or HTTP) configured by the environment; see :func:`resolve_target`."""
+        import pytest
 
-            raise pytest.UsageError(_MISSING) from None
-        tracer = cls(OTLPSpanExporter())
+        try:
+            target = resolve_target()
+            exporter = _otlp_exporter(target)
+        except (ValueError, ImportError) as e:
+            raise pytest.UsageError(f"OpenTelemetry tracing: {e}") from None
+        tracer = cls(exporter, target=target)
         # A run that ends without shutdown() (no metrics store, an internal error) still flushes.
         atexit.register(tracer.shutdown)
         return tracer
+
+    def describe(self) -> str:
+        """Where the spans go, for the session's first lines: ``traces: OTLP/gRPC to http://localhost:4317``."""
+        return f"traces: {self.target.describe() if self.target else type(self.exporter).__name__}"
+
+    def _note_failure(self, reason: str) -> None:
+        # Any thread (the batch exporter's): remember; the main thread warns.
+        if self._failure is None:
+            self._failure = reason
+
+    def _warn_once(self) -> None:
+        if self._failure is None or self._warned:
+            return
+        self._warned = True
+        reason = safe_terminal(redact(self._failure), 240)
+        where = self.target.where() if self.target else type(self.exporter).__name__
+        self.warn(
+            f"llmeval: warning: traces could not be sent ({where}): {reason}; the run goes on without them"
+        )
 
     # -- spans ---------------------------------------------------------------
     def item(self, rec: CaseResult) -> None:
         """Emit the spans of one finished item."""
         if self._closed:
             return
+        self._warn_once()
         from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
         end = time.time_ns()
@@ -240,11 +517,24 @@ class Tracer:
 
                 self._run_span.set_status(Status(StatusCode.ERROR, "the quality gate failed"))
         self._run_span.end()
+        self._quiet.closing()
+        # The SDK's shutdown waits up to 30 s for its worker; a helper thread bounds the wait.
+        done = threading.Thread(target=self._shutdown_provider, name="llmeval-otel-shutdown", daemon=True)
         try:
-            self.provider.force_flush(FLUSH_TIMEOUT_MS)
+            done.start()
+        except RuntimeError:  # from atexit, Python 3.12+ starts no new thread: flush inline
+            self._shutdown_provider()
+        else:
+            done.join(SHUTDOWN_TIMEOUT_S)
+        if done.is_alive():
+            self._note_failure(f"the exporter did not finish within {SHUTDOWN_TIMEOUT_S:g} s")
+        self._warn_once()
+
+    def _shutdown_provider(self) -> None:
+        try:
             self.provider.shutdown()
-        except Exception:  # an unreachable collector must not fail the run
-            pass
+        except Exception as e:  # an unreachable collector must not fail the run
+            self._note_failure(f"{type(e).__name__}: {e}")
 
 
 def _run_attributes(session: Any) -> dict[str, Any]:
