@@ -11,12 +11,11 @@ from __future__ import annotations
 import html.parser
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from _fake_openai import RUN_ARGS, FakeOpenAIServer, answer, write_suite
+from _fake_openai import FakeOpenAIServer, answer, write_suite
+from _runs import record_runs
 
 from pytest_llmeval.cli import main
 
@@ -45,20 +44,14 @@ def test_answer(case, completion):
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two real runs of one suite in one metrics database: the baseline, then the current run."""
     root = tmp_path_factory.mktemp("compare")
-    ids = []
     with FakeOpenAIServer() as srv:
         write_suite(root, srv.base_url, CASES)
         (root / "test_evals.py").write_text(EVAL_TEST)
-        for answers in (BASELINE_ANSWERS, CURRENT_ANSWERS):
-            srv.responder = answer(lambda word, answers=answers: answers.get(word, word))
-            proc = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", *RUN_ARGS], cwd=root, capture_output=True, text=True
-            )
-            assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-            conn = sqlite3.connect(root / "data" / "metrics.db")
-            ids.append(conn.execute("SELECT id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()[0])
-            conn.close()
-    return {"root": root, "db": str(root / "data" / "metrics.db"), "base": ids[0], "cur": ids[1]}
+        return record_runs(
+            root,
+            srv,
+            [answer(lambda w, answers=a: answers.get(w, w)) for a in (BASELINE_ANSWERS, CURRENT_ANSWERS)],
+        )
 
 
 def _compare(runs: dict, *extra: str) -> int:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fake_openai import RUN_ARGS, FakeOpenAIServer, answer, write_suite, wrong_for  # noqa: E402
+from _runs import record_runs  # noqa: E402
 
 from pytest_llmeval import tracing  # noqa: E402
 from pytest_llmeval.cli import main  # noqa: E402
@@ -30,19 +31,9 @@ CANARY = "cnry-4f1d9e2a7b6c5d8e"
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two real runs in one database: all right, then c, d, e, f wrong."""
     root = tmp_path_factory.mktemp("runs")
-    ids = []
     with FakeOpenAIServer() as srv:
         write_suite(root, srv.base_url, CASES)
-        for wrong in ((), ("C", "D", "E", "F")):
-            srv.responder = wrong_for(*wrong)
-            subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", *RUN_ARGS], cwd=root, capture_output=True, check=False
-            )
-            conn = sqlite3.connect(root / "data" / "metrics.db")
-            ids.append(conn.execute("SELECT id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()[0])
-            conn.close()
-    assert ids[0] != ids[1]
-    return {"root": root, "db": str(root / "data" / "metrics.db"), "base": ids[0], "cur": ids[1]}
+        return record_runs(root, srv, [wrong_for(), wrong_for("C", "D", "E", "F")])
 
 
 def test_runs_lists_both(two_runs: dict, capsys: pytest.CaptureFixture[str]) -> None:
