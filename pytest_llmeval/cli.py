@@ -1,29 +1,33 @@
 """The ``llmeval`` console (also ``python -m pytest_llmeval``): models, runs, export, compare.
 
-    llmeval models [--models-file evals/models.yaml]
+    llmeval models [--models-file PATH]
     llmeval runs [--limit 20]
     llmeval export --format csv|json|prometheus [--run ID|latest] [--output FILE] [--pushgateway URL]
-    llmeval compare [--baseline RUN] [--current RUN]
+    llmeval compare [--baseline RUN] [--current RUN] [--html PATH | --no-html]
 
-``--db PATH`` (default ``data/metrics.db``) picks the metrics database that
-pytest runs write. Exit status: 0 done, 1 failed (e.g. a push), 2 usage error.
+Default paths are those a ``pytest`` run in the current directory uses: under
+its rootdir (the folder of the nearest ``pytest.ini`` / ``pyproject.toml`` /
+``tox.ini`` / ``setup.cfg``, see :mod:`pytest_llmeval.paths`), ``data/metrics.db``
+and ``data/runs`` unless that file's ini keys ``llmeval_metrics_db`` /
+``llmeval_runs_dir`` say otherwise. ``--db PATH`` picks another database.
+Exit status: 0 done, 1 failed (e.g. a push), 2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .redact import safe_terminal
 
-DEFAULT_DB = "data/metrics.db"
-DEFAULT_MODELS_FILE = "evals/models.yaml"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DB_HELP = (
+    "metrics database (default: llmeval_metrics_db of the pytest rootdir, else <rootdir>/data/metrics.db)"
+)
 
 
 class UsageError(Exception):
@@ -34,171 +38,24 @@ class Failed(Exception):
     """The command could not do its work: exit status 1 with the message."""
 
 
-# -- compare ---------------------------------------------------------------------
-@dataclass
-class MetricDelta:
-    """One metric of one (test, model) in two runs, over the cases both ran."""
-
-    metric: str
-    baseline: float | None
-    current: float | None
-    delta: float | None = None
-    ci: tuple[float, float] | None = None
-    p_value: float | None = None
-
-
-@dataclass
-class PairComparison:
-    """A (test, model) that both runs have."""
-
-    test: str
-    model: str
-    shared: int
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    metrics: list[MetricDelta] = field(default_factory=list)
-    changed: list[dict[str, Any]] = field(default_factory=list)  # case_id, baseline outcome, current outcome
-
-
-def _by_case(run: dict[str, Any]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
-    out: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for r in run["results"]:
-        if r["outcome"] != "skipped":
-            out.setdefault((r["test"], r["model"]), {})[r["case_id"]] = r
-    return out
-
-
-def _scores(r: dict[str, Any]) -> dict[str, float]:
-    return {str(s["name"]): float(s["value"]) for s in r.get("scores") or [] if s.get("value") is not None}
-
-
-def _delta(metric: str, b: list[float], c: list[float], stat: str) -> MetricDelta:
-    from .gate import bootstrap_delta
-    from .results import percentile
-
-    if not b:
-        return MetricDelta(metric, None, None)
-    if stat == "mean":
-        bv, cv = sum(b) / len(b), sum(c) / len(c)
-    elif stat == "sum":
-        bv, cv = sum(b), sum(c)
-    else:
-        bv, cv = percentile(b, float(stat[1:])), percentile(c, float(stat[1:]))
-    md = MetricDelta(metric, bv, cv, None if bv is None or cv is None else cv - bv)
-    if len(b) >= 2 and stat != "sum":
-        lo, hi = bootstrap_delta(b, c, stat=stat)
-        if not (math.isnan(lo) or math.isnan(hi)):
-            md.ci = (lo, hi)
-    return md
-
-
-def compare_runs(base: dict[str, Any], cur: dict[str, Any]) -> tuple[list[PairComparison], list[str]]:
-    """Per-metric deltas per (test, model) on shared cases, with the gate's statistics.
-
-    Pass rate: exact McNemar p-value on the discordant cases and a paired
-    bootstrap 95% interval; scores and latency quantiles: paired bootstrap
-    intervals; cost: the plain difference. Also the cases whose outcome changed.
-    """
-    from .gate import mcnemar_exact
-
-    b_all, c_all = _by_case(base), _by_case(cur)
-    notes = []
-    for key in b_all.keys() - c_all.keys():
-        notes.append(f"{key[0]} [{key[1]}] is only in the baseline run")
-    for key in c_all.keys() - b_all.keys():
-        notes.append(f"{key[0]} [{key[1]}] is only in the current run")
-    out = []
-    for key in [k for k in c_all if k in b_all]:
-        bc, cc = b_all[key], c_all[key]
-        shared = sorted(bc.keys() & cc.keys())
-        pc = PairComparison(
-            key[0], key[1], len(shared), sorted(cc.keys() - bc.keys()), sorted(bc.keys() - cc.keys())
-        )
-        bp = [float(bc[c]["outcome"] == "passed") for c in shared]
-        cp = [float(cc[c]["outcome"] == "passed") for c in shared]
-        md = _delta("pass_rate", bp, cp, "mean")
-        if shared:
-            md.p_value = mcnemar_exact(
-                sum(1 for x, y in zip(bp, cp, strict=True) if x and not y),
-                sum(1 for x, y in zip(bp, cp, strict=True) if y and not x),
-            )
-        pc.metrics.append(md)
-        names: dict[str, None] = {}
-        for c in shared:
-            for n in [*_scores(bc[c]), *_scores(cc[c])]:
-                names.setdefault(n, None)
-        for name in names:
-            pairs = [(_scores(bc[c]).get(name), _scores(cc[c]).get(name)) for c in shared]
-            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-            pc.metrics.append(_delta(f"score:{name}", [x for x, _ in pairs], [y for _, y in pairs], "mean"))
-        lat = [(bc[c]["latency_s"], cc[c]["latency_s"]) for c in shared]
-        lat = [(x, y) for x, y in lat if x is not None and y is not None]
-        for q in ("50", "95"):
-            pc.metrics.append(_delta(f"latency_p{q}", [x for x, _ in lat], [y for _, y in lat], f"p{q}"))
-        pc.metrics.append(
-            _delta(
-                "cost", [bc[c]["cost"] or 0.0 for c in shared], [cc[c]["cost"] or 0.0 for c in shared], "sum"
-            )
-        )
-        pc.changed = [
-            {"case_id": c, "baseline": bc[c]["outcome"], "current": cc[c]["outcome"]}
-            for c in shared
-            if bc[c]["outcome"] != cc[c]["outcome"]
-        ]
-        out.append(pc)
-    return out, notes
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"
-
-
-def _render_compare(
-    base: dict[str, Any], cur: dict[str, Any], pairs: list[PairComparison], notes: list[str]
-) -> str:
-    lines = [
-        f"baseline: {_run_label(base['run'])}",
-        f"current:  {_run_label(cur['run'])}",
-    ]
-    for pc in pairs:
-        lines.append("")
-        extra = ""
-        if pc.added or pc.removed:
-            extra = f"; {len(pc.added)} case(s) only in current, {len(pc.removed)} only in baseline"
-        lines.append(f"{safe_terminal(pc.test)} [{safe_terminal(pc.model)}]: {pc.shared} shared cases{extra}")
-        lines.append(f"  {'metric':<28} {'baseline':>9} {'current':>9} {'delta':>8}  95% CI / p-value")
-        for m in pc.metrics:
-            stats = ""
-            if m.ci is not None:
-                stats = f"[{m.ci[0]:+.3f}, {m.ci[1]:+.3f}]"
-            if m.p_value is not None:
-                stats += f" p={m.p_value:.3g} (McNemar)"
-            delta = "-" if m.delta is None else f"{m.delta:+.3f}"
-            lines.append(
-                f"  {safe_terminal(m.metric, 28):<28} {_fmt(m.baseline):>9} {_fmt(m.current):>9} {delta:>8}  {stats}".rstrip()
-            )
-        if pc.changed:
-            lines.append(f"  changed cases ({len(pc.changed)}):")
-            for ch in pc.changed:
-                lines.append(f"    {safe_terminal(ch['case_id'], 80)}: {ch['baseline']} -> {ch['current']}")
-        else:
-            lines.append("  no case changed outcome")
-    for n in notes:
-        lines.append(f"note: {safe_terminal(n, 300)}")
-    return "\n".join(lines) + "\n"
-
-
-def _run_label(run: dict[str, Any]) -> str:
-    models = ", ".join(run.get("models") or []) or "-"
-    state = "" if run.get("complete") else " (incomplete)"
-    return f"{run['id']} started {run['started']} models {safe_terminal(models, 80)}{state}"
-
-
 # -- commands ----------------------------------------------------------------------
+def _paths() -> Any:
+    from .paths import ConfigFileError, project_paths
+
+    try:
+        return project_paths()
+    except ConfigFileError as e:
+        raise UsageError(f"cannot read the pytest config file {e}") from None
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    return Path(args.db) if args.db else _paths().metrics_db
+
+
 def _open(args: argparse.Namespace) -> Any:
     from .store import StoreError, connect
 
-    path = Path(args.db or DEFAULT_DB)
+    path = _db_path(args)
     try:
         return connect(path, create=False)
     except StoreError as e:
@@ -224,7 +81,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2, default=str))
         return EXIT_OK
     if not rows:
-        print(f"no runs in {args.db or DEFAULT_DB} yet")
+        print(f"no runs in {_db_path(args)} yet")
         return EXIT_OK
     header = (
         f"{'run id':<24} {'started':<20} {'models':<24} {'n':>5} {'pass rate':>9}  {'verdict':<8} complete"
@@ -280,6 +137,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs, render_text
+
     conn = _open(args)
     cur = _load(conn, args.current)
     if args.baseline is None:
@@ -305,7 +164,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2, default=str))
     else:
-        sys.stdout.write(_render_compare(base, cur, pairs, notes))
+        sys.stdout.write(render_text(base, cur, pairs, notes))
+    if args.no_html:
+        return EXIT_OK
+    from .compare_page import default_page_path, render_page, write_page
+
+    if args.html:
+        path = Path(args.html)
+    else:
+        fallback = _db_path(args).parent if args.db else _paths().runs_dir
+        path = default_page_path(cur["run"], str(base["run"]["id"]), fallback)
+    try:
+        written = write_page(path, render_page(base, cur, pairs, notes))
+    except OSError as e:
+        raise Failed(f"cannot write the review page {path}: {e}") from None
+    # stderr, so that stdout stays the table (or the JSON) alone.
+    print(f"review page: {written.resolve()}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -313,7 +187,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .models import load_models
 
-    path = Path(args.models_file)
+    path = Path(args.models_file) if args.models_file else _paths().models_file
     try:
         specs = load_models(path)
     except ConfigError as e:
@@ -328,13 +202,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--db", default=argparse.SUPPRESS, metavar="PATH", help=f"metrics database (default {DEFAULT_DB})"
-    )
+    common.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH", help=DB_HELP)
     p = argparse.ArgumentParser(
         prog="llmeval", description="Inspect pytest-llmeval runs: models, runs, export, compare."
     )
-    p.add_argument("--db", default=None, metavar="PATH", help=f"metrics database (default {DEFAULT_DB})")
+    p.add_argument("--db", default=None, metavar="PATH", help=DB_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -367,10 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--current", default="latest", metavar="RUN", help="run id (default latest)")
     sp.add_argument("--json", action="store_true", help="print JSON")
+    page = sp.add_mutually_exclusive_group()
+    page.add_argument(
+        "--html",
+        default=None,
+        metavar="PATH",
+        help="where to write the review page (default: <current run folder>/compare-<baseline id>.html)",
+    )
+    page.add_argument("--no-html", action="store_true", help="print the table only, write no page")
     sp.set_defaults(func=cmd_compare)
 
     sp = sub.add_parser("models", help="configured models and whether each can run here")
-    sp.add_argument("--models-file", default=DEFAULT_MODELS_FILE, metavar="PATH")
+    sp.add_argument(
+        "--models-file",
+        default=None,
+        metavar="PATH",
+        help="models file (default: llmeval_models_file of the pytest rootdir, else <rootdir>/evals/models.yaml)",
+    )
     sp.set_defaults(func=cmd_models)
     return p
 

@@ -22,12 +22,15 @@ The ``*_total`` series describe the exported run alone: each export replaces the
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from .results import Aggregate
 
 RESULT_FIELDS = [
     "run_id",
@@ -53,6 +56,8 @@ RESULT_FIELDS = [
 ]
 JSON_FORMAT = "pytest-llmeval-export"
 JSON_VERSION = 1
+# Aggregate metrics that count things (items, tokens, retries): stored as REAL, exported as integers.
+COUNT_METRICS = frozenset(f.name for f in dataclasses.fields(Aggregate) if f.type in ("int", int))
 
 
 def score_names(run: dict[str, Any]) -> list[str]:
@@ -89,18 +94,31 @@ def aggregate_metric_names(run: dict[str, Any]) -> list[str]:
     return list(names)
 
 
+def metric_value(name: str, value: float | None) -> float | int | None:
+    """An aggregate metric as exported: counts as integers (``5``, not ``5.0``), the rest as stored."""
+    if value is not None and name in COUNT_METRICS and float(value).is_integer():
+        return int(value)
+    return value
+
+
+def typed_metrics(metrics: dict[str, float | None]) -> dict[str, float | int | None]:
+    """An aggregate's metrics with :func:`metric_value` applied to each."""
+    return {name: metric_value(name, v) for name, v in metrics.items()}
+
+
 def write_aggregates_csv(run: dict[str, Any], out: IO[str]) -> None:
     """One row per (test, model); one column per metric."""
     metrics = aggregate_metric_names(run)
     w = csv.writer(out)
     w.writerow(["run_id", "test", "model", *metrics])
     for a in run["aggregates"]:
+        values = typed_metrics(a["metrics"])
         w.writerow(
             [
                 run["run"]["id"],
                 a["test"],
                 a["model"],
-                *("" if a["metrics"].get(m) is None else a["metrics"][m] for m in metrics),
+                *("" if values.get(m) is None else values[m] for m in metrics),
             ]
         )
 
@@ -127,7 +145,7 @@ def to_json(run: dict[str, Any]) -> dict[str, Any]:
         "format": JSON_FORMAT,
         "version": JSON_VERSION,
         "run": run["run"],
-        "aggregates": run["aggregates"],
+        "aggregates": [{**a, "metrics": typed_metrics(a["metrics"])} for a in run["aggregates"]],
         "aggregates_computed": run.get("aggregates_computed", False),
         "results": run["results"],
     }

@@ -41,7 +41,7 @@ def fold(text: Any, label: str = "", open_: bool = False) -> str:
     return f'<details class="llm-fold"{" open" if open_ else ""}><summary>{head}</summary>{body}</details>'
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     try:
@@ -62,12 +62,12 @@ def _messages(messages: Sequence[Any] | None) -> str:
         else:
             role, content = "?", m
         out.append(
-            f'<div class="llm-msg"><span class="llm-role">{esc(role)}</span>{fold(_as_text(content))}</div>'
+            f'<div class="llm-msg"><span class="llm-role">{esc(role)}</span>{fold(as_text(content))}</div>'
         )
     return "".join(out)
 
 
-def _scores_table(scores: list[dict[str, Any]]) -> str:
+def scores_table(scores: list[dict[str, Any]]) -> str:
     if not scores:
         return '<p class="llm-muted">no scores recorded</p>'
     rows = []
@@ -114,10 +114,10 @@ def render_details(rec: CaseResult) -> str:
     parts.append(
         f"<section><h4>Output</h4>{fold(rec.output) if rec.output is not None else '<p class=llm-muted>no output</p>'}</section>"
     )
-    expected = "<p class=llm-muted>none</p>" if rec.expected is None else fold(_as_text(rec.expected))
+    expected = "<p class=llm-muted>none</p>" if rec.expected is None else fold(as_text(rec.expected))
     parts.append(f"<section><h4>Expected</h4>{expected}</section>")
     parts.append("</div>")
-    parts.append(f"<h4>Scores</h4>{_scores_table(rec.scores)}")
+    parts.append(f"<h4>Scores</h4>{scores_table(rec.scores)}")
     judged = [s for s in rec.scores if str(s.get("name", "")).startswith("judge") and s.get("explanation")]
     for s in judged:
         parts.append(

@@ -19,9 +19,19 @@ result arrives and starts ``latency`` before that. Prompt and output text
 which quote outputs, are recorded only with ``LLMEVAL_OTEL_CAPTURE_CONTENT=true``,
 and always pass through :func:`pytest_llmeval.redact.redact`.
 
-The exporter is OTLP/HTTP, configured by the standard variables
-(``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
-``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_SERVICE_NAME``, ...).
+Where traces go (:func:`resolve_target`): OTLP over gRPC or HTTP (protobuf), by
+the standard variables (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
+``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``,
+``..._HEADERS``, ``..._TIMEOUT``, ``OTEL_SERVICE_NAME``, ...) and, when none of
+the endpoint variables is set, ``OTEL_ENDPOINT`` (the seed README's name). Without
+a protocol variable, an endpoint on port 4317 (the collectors' gRPC port) is
+gRPC and any other is HTTP. :meth:`Tracer.describe` says where, in one line.
+
+A collector that cannot be reached costs one warning and at most an export
+timeout (:data:`EXPORT_TIMEOUT_S`, unless ``OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT``
+says otherwise) at the end of the run: batches that fail are dropped (as the
+SDK does), the exporters' own log records are kept off the terminal, and the
+final flush is skipped when the last export failed.
 """
 
 from __future__ import annotations
@@ -31,9 +41,19 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .redact import redact
+from .otlp import (  # noqa: F401  (EXPORT_TIMEOUT_S and resolve_target: where traces go)
+    EXPORT_TIMEOUT_S,
+    OtlpTarget,
+    QuietExporter,
+    otlp_exporter,
+    quiet_export_loggers,
+    resolve_target,
+    stderr_warning,
+)
+from .redact import redact, safe_terminal
 from .results import CaseResult
 
 if TYPE_CHECKING:
@@ -43,12 +63,8 @@ CAPTURE_ENV = "LLMEVAL_OTEL_CAPTURE_CONTENT"
 SERVICE_NAME = "pytest-llmeval"
 SCOPE = "pytest_llmeval"
 TEXT_LIMIT = 16 * 1024  # characters of captured prompt/output per attribute
-FLUSH_TIMEOUT_MS = 10_000
-
-_MISSING = (
-    "OpenTelemetry tracing (--otel / ENABLE_OTEL) needs opentelemetry-sdk and "
-    "opentelemetry-exporter-otlp-proto-http: pip install 'pytest-llmeval[otel]'"
-)
+# The end of the run waits at most this long for the last spans, whatever the exporter does.
+SHUTDOWN_TIMEOUT_S = 5.0
 
 
 def _truthy(value: str | None) -> bool:
@@ -64,7 +80,8 @@ class Tracer:
     """Turns :class:`CaseResult` records into spans; ``shutdown()`` flushes them.
 
     ``exporter`` is any OpenTelemetry ``SpanExporter`` (an ``InMemorySpanExporter``
-    in tests); ``batch=False`` exports each span as it ends.
+    in tests); ``batch=False`` exports each span as it ends. ``target`` is where
+    :meth:`describe` says it sends them (default: the exporter's class name).
     """
 
     def __init__(
@@ -74,6 +91,7 @@ class Tracer:
         batch: bool = True,
         capture_content: bool | None = None,
         resource: Any = None,
+        target: OtlpTarget | None = None,
     ) -> None:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -89,8 +107,15 @@ class Tracer:
             _truthy(os.environ.get(CAPTURE_ENV)) if capture_content is None else capture_content
         )
         self.exporter = exporter
+        # Where warnings go; the plugin may point it at the terminal. Called from the main thread only.
+        self.warn: Callable[[str], None] = stderr_warning
+        self.target = target
+        self._failure: str | None = None  # the first export failure, until warned about
+        self._warned = False
+        self._quiet = QuietExporter(exporter, self._note_failure)
+        quiet_export_loggers()
         self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+        processor = BatchSpanProcessor(self._quiet) if batch else SimpleSpanProcessor(self._quiet)
         self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer(SCOPE, __version__)
         self._lock = threading.Lock()
@@ -100,23 +125,44 @@ class Tracer:
 
     @classmethod
     def from_env(cls) -> Tracer:
-        """An OTLP/HTTP tracer configured by the standard ``OTEL_*`` environment variables."""
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            import pytest
+        """An OTLP tracer (gRPC or HTTP) configured by the environment; see :func:`resolve_target`."""
+        import pytest
 
-            raise pytest.UsageError(_MISSING) from None
-        tracer = cls(OTLPSpanExporter())
+        try:
+            target = resolve_target()
+            exporter = otlp_exporter(target)
+        except (ValueError, ImportError) as e:
+            raise pytest.UsageError(f"OpenTelemetry tracing: {e}") from None
+        tracer = cls(exporter, target=target)
         # A run that ends without shutdown() (no metrics store, an internal error) still flushes.
         atexit.register(tracer.shutdown)
         return tracer
+
+    def describe(self) -> str:
+        """Where the spans go, for the session's first lines: ``traces: OTLP/gRPC to http://localhost:4317``."""
+        return f"traces: {self.target.describe() if self.target else type(self.exporter).__name__}"
+
+    def _note_failure(self, reason: str) -> None:
+        # Any thread (the batch exporter's): remember; the main thread warns.
+        if self._failure is None:
+            self._failure = reason
+
+    def _warn_once(self) -> None:
+        if self._failure is None or self._warned:
+            return
+        self._warned = True
+        reason = safe_terminal(redact(self._failure), 240)
+        where = self.target.where() if self.target else type(self.exporter).__name__
+        self.warn(
+            f"llmeval: warning: traces could not be sent ({where}): {reason}; the run goes on without them"
+        )
 
     # -- spans ---------------------------------------------------------------
     def item(self, rec: CaseResult) -> None:
         """Emit the spans of one finished item."""
         if self._closed:
             return
+        self._warn_once()
         from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
         end = time.time_ns()
@@ -242,11 +288,24 @@ class Tracer:
 
                 self._run_span.set_status(Status(StatusCode.ERROR, "the quality gate failed"))
         self._run_span.end()
+        self._quiet.closing()
+        # The SDK's shutdown waits up to 30 s for its worker; a helper thread bounds the wait.
+        done = threading.Thread(target=self._shutdown_provider, name="llmeval-otel-shutdown", daemon=True)
         try:
-            self.provider.force_flush(FLUSH_TIMEOUT_MS)
+            done.start()
+        except RuntimeError:  # from atexit, Python 3.12+ starts no new thread: flush inline
+            self._shutdown_provider()
+        else:
+            done.join(SHUTDOWN_TIMEOUT_S)
+        if done.is_alive():
+            self._note_failure(f"the exporter did not finish within {SHUTDOWN_TIMEOUT_S:g} s")
+        self._warn_once()
+
+    def _shutdown_provider(self) -> None:
+        try:
             self.provider.shutdown()
-        except Exception:  # an unreachable collector must not fail the run
-            pass
+        except Exception as e:  # an unreachable collector must not fail the run
+            self._note_failure(f"{type(e).__name__}: {e}")
 
 
 def _run_attributes(outcome: RunOutcome) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fake_openai import RUN_ARGS, FakeOpenAIServer, answer, write_suite, wrong_for  # noqa: E402
+from _runs import record_runs  # noqa: E402
 
 from pytest_llmeval import tracing  # noqa: E402
 from pytest_llmeval.cli import main  # noqa: E402
@@ -30,19 +31,9 @@ CANARY = "cnry-4f1d9e2a7b6c5d8e"
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two real runs in one database: all right, then c, d, e, f wrong."""
     root = tmp_path_factory.mktemp("runs")
-    ids = []
     with FakeOpenAIServer() as srv:
         write_suite(root, srv.base_url, CASES)
-        for wrong in ((), ("C", "D", "E", "F")):
-            srv.responder = wrong_for(*wrong)
-            subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", *RUN_ARGS], cwd=root, capture_output=True, check=False
-            )
-            conn = sqlite3.connect(root / "data" / "metrics.db")
-            ids.append(conn.execute("SELECT id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()[0])
-            conn.close()
-    assert ids[0] != ids[1]
-    return {"root": root, "db": str(root / "data" / "metrics.db"), "base": ids[0], "cur": ids[1]}
+        return record_runs(root, srv, [wrong_for(), wrong_for("C", "D", "E", "F")])
 
 
 def test_runs_lists_both(two_runs: dict, capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,7 +77,11 @@ def test_export_csv(two_runs: dict, tmp_path: Path) -> None:
     with open(tmp_path / "r.aggregates.csv", newline="", encoding="utf-8") as f:
         (agg,) = list(csv.DictReader(f))
     assert agg["test"] == "test_evals.py::test_answer" and agg["model"] == "fake"
-    assert float(agg["pass_rate"]) == pytest.approx(2 / 6) and float(agg["n"]) == 6
+    assert float(agg["pass_rate"]) == pytest.approx(2 / 6)
+    # Counts are integers, not "6.0"; rates and seconds stay decimal.
+    assert (agg["n"], agg["passed"], agg["failed"], agg["errors"], agg["cached"]) == ("6", "2", "4", "0", "0")
+    assert agg["prompt_tokens"].isdigit() and agg["completion_tokens"] == "6"
+    assert "." in agg["latency_p50"] and agg["cost"] == "0.0"
 
 
 def test_export_json_to_stdout(two_runs: dict, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,6 +92,7 @@ def test_export_json_to_stdout(two_runs: dict, capsys: pytest.CaptureFixture[str
     assert len(doc["results"]) == 6 and doc["results"][0]["scores"][0]["name"] == "exact_match"
     (agg,) = doc["aggregates"]
     assert agg["metrics"]["pass_rate"] == pytest.approx(2 / 6)
+    assert agg["metrics"]["n"] == 6 and isinstance(agg["metrics"]["n"], int)
 
 
 def test_export_prometheus_textfile(two_runs: dict, tmp_path: Path) -> None:
@@ -288,3 +284,53 @@ def test_no_secret_reaches_db_exports_or_spans(
     assert any("gen_ai.output.messages" in s.attributes for s in spans)
     for s in spans:
         assert CANARY not in s.to_json(), f"secret in span {s.name}"
+
+
+def _llmeval(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_llmeval", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_default_paths_from_a_subfolder(two_runs: dict, tmp_path: Path) -> None:
+    """``llmeval`` finds what pytest wrote as pytest would: from the rootdir, whatever the folder."""
+    deeper = two_runs["root"] / "sub" / "deeper"
+    deeper.mkdir(parents=True)
+    runs = _llmeval(deeper, "runs")
+    assert runs.returncode == 0, runs.stderr
+    assert two_runs["cur"] in runs.stdout and two_runs["base"] in runs.stdout
+    page = two_runs["root"] / "data" / "runs" / two_runs["cur"] / f"compare-{two_runs['base']}.html"
+    page.unlink(missing_ok=True)
+    compare = _llmeval(deeper, "compare")
+    assert compare.returncode == 0 and compare.stderr.strip() == f"review page: {page}" and page.is_file()
+
+    # The ini keys of the rootdir's config file move the database and the runs folder.
+    proj = tmp_path / "proj"
+    (proj / "src" / "pkg").mkdir(parents=True)
+    (proj / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.pytest.ini_options]\n'
+        'llmeval_metrics_db = "var/evals.db"\nllmeval_runs_dir = "var/runs"\n'
+    )
+    (proj / "var").mkdir()
+    src = sqlite3.connect(two_runs["db"])
+    src.backup(dst := sqlite3.connect(proj / "var" / "evals.db"))
+    dst.execute("UPDATE runs SET run_dir = NULL")  # as if the run folders were elsewhere
+    dst.commit()
+    src.close()
+    dst.close()
+    runs = _llmeval(proj / "src" / "pkg", "runs", "--limit", "1")
+    assert runs.returncode == 0 and two_runs["cur"] in runs.stdout, runs.stderr
+    compare = _llmeval(proj / "src" / "pkg", "compare", "--no-html")
+    assert compare.returncode == 0 and "changed cases (4):" in compare.stdout
+    compare = _llmeval(proj / "src", "compare")
+    page = proj / "var" / "runs" / f"compare-{two_runs['cur']}-vs-{two_runs['base']}.html"
+    assert compare.stderr.strip() == f"review page: {page}" and page.is_file()
+
+    # No database under this rootdir: the message names the path it looked for.
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "pytest.ini").write_text("[pytest]\n")
+    none = _llmeval(tmp_path / "empty", "runs")
+    assert (
+        none.returncode == 2
+        and f"no metrics database at {tmp_path / 'empty' / 'data' / 'metrics.db'}" in none.stderr
+    )
