@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from .collection import Collection
-from .console import load_dotenv
+from .console import load_dotenv, write_line
 from .generation import Generation
 from .outcome import RunOutcome, build_outcome
 from .records import Records
@@ -70,6 +70,7 @@ class LLMEvalSession:
         if self.config.getoption("estimate_cost"):
             self.estimate_lines = self.generation.estimate(session.items)
 
+    @pytest.hookimpl(tryfirst=True)  # before the terminal's header, which asks pytest_report_header
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.pytest_session = session
         if self.is_worker:
@@ -81,6 +82,10 @@ class LLMEvalSession:
             return
         self.generation.start_servers()
         self._open_outputs()
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        """The session header: where traces go, when tracing is on."""
+        return [f"llmeval: {self.tracer.describe()}"] if self.tracer is not None else []
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -94,6 +99,7 @@ class LLMEvalSession:
             from .tracing import Tracer
 
             self.tracer = Tracer.from_env()
+            self.tracer.warn = lambda message: write_line(self.config, message, yellow=True)
             self.records.subscribe(self.tracer.item)
         if self.config.getoption("no_metrics"):
             return
