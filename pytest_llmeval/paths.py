@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .metrics_db import DEFAULT_DB
+from .models import DEFAULT_MODELS_FILE
 from .store import DEFAULT_RUNS_DIR
 
-DEFAULT_MODELS_FILE = "evals/models.yaml"
 # In pytest's order of precedence within one folder.
 _CONFIG_NAMES = (
     "pytest.toml",

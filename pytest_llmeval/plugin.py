@@ -14,7 +14,9 @@ import pytest
 from .session import SESSION_KEY, LLMEvalSession
 
 HELP_MODEL = "model(s) from the models file to run evals against; repeatable and comma-separated"
-HELP_MODELS_FILE = "models.yaml to read (default: evals/models.yaml)"
+HELP_MODELS_FILE = (
+    "models file adding to (or overriding) the built-in models (default: evals/models.yaml when it exists)"
+)
 HELP_JUDGE = "model that judges answers for the judge fixture (default: gpt-4o-mini with a key, else smollm2)"
 HELP_CACHE = "response cache mode: rw (default), ro, off, refresh"
 HELP_BASELINE = "baseline JSON file to compare aggregates with; the gate decides the exit status"
@@ -113,7 +115,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--otel", action="store_true", help="emit OpenTelemetry traces (also ENABLE_OTEL=true)")
 
     parser.addini("llmeval_model", HELP_MODEL, default="")
-    parser.addini("llmeval_models_file", HELP_MODELS_FILE, default="evals/models.yaml")
+    parser.addini("llmeval_models_file", HELP_MODELS_FILE, default="")
     parser.addini("llmeval_judge", HELP_JUDGE, default="")
     parser.addini("llmeval_cache", HELP_CACHE, default="rw")
     parser.addini("llmeval_cache_path", "response cache file", default=".llmeval/cache.sqlite")
@@ -151,7 +153,6 @@ _ACTIVE: list[LLMEvalSession] = []
 @pytest.hookimpl(tryfirst=True)  # before pytest-html's, which reads the report path we may default
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "llmeval_dataset(path, prompt, params): parametrize a test over dataset cases")
-    config.addinivalue_line("markers", "slow: a slow test (deselect with -m 'not slow')")
     session = LLMEvalSession(config)
     config.stash[SESSION_KEY] = session
     _ACTIVE.append(session)

@@ -10,15 +10,24 @@ import pytest
 from .backends.base import Backend
 from .console import split_models
 from .errors import ConfigError
-from .models import BUILTIN_TYPES, ModelSpec, ModelType, load_models, model_types
+from .models import (
+    BUILTIN_TYPES,
+    DEFAULT_MODEL,
+    DEFAULT_MODELS_FILE,
+    ModelSpec,
+    ModelType,
+    known_models,
+    model_types,
+)
 
 
 class ModelSelection:
-    """The models of this run: specs from the models file, the names selected, one backend each.
+    """The models of this run: the built-in models plus the models file's, the names selected, a backend each.
 
-    Specs load lazily (``--help`` and plain test runs never read the file). A
-    selection given with ``--model`` is checked at start-up (a usage error); one
-    from the ``llmeval_model`` ini key when an item first needs a model.
+    Specs load lazily (``--help`` and plain test runs never read the file). The
+    selection is ``--model``, else the ``llmeval_model`` ini key, else the
+    embedded ``smollm2``. One given with ``--model`` is checked at start-up (a
+    usage error); the others when the run's eval items are known.
     """
 
     def __init__(self, config: pytest.Config, is_worker: bool) -> None:
@@ -32,16 +41,20 @@ class ModelSelection:
         self.server_errors: dict[str, str] = {}
         explicit = split_models(config.getoption("model") or [])
         self.explicit = bool(explicit)
-        self.selected: list[str] = explicit or split_models([config.getini("llmeval_model") or ""])
+        self.selected: list[str] = explicit or split_models([config.getini("llmeval_model") or ""]) or [DEFAULT_MODEL]
 
     # -- configuration ------------------------------------------------------------------
     def models_file(self) -> Path:
         opt = self.config.getoption("models_file")
-        path = Path(opt or self.config.getini("llmeval_models_file"))
+        path = Path(opt or self.config.getini("llmeval_models_file") or DEFAULT_MODELS_FILE)
         if not path.is_absolute():
             base = Path(self.config.invocation_params.dir) if opt else self.config.rootpath
             path = base / path
         return path
+
+    def models_file_required(self) -> bool:
+        """A file named by ``--models-file`` or the ini key must exist; the default path may not."""
+        return bool(self.config.getoption("models_file") or self.config.getini("llmeval_models_file"))
 
     def types(self) -> dict[str, ModelType]:
         """Built-in model types plus those other plugins register."""
@@ -53,13 +66,19 @@ class ModelSelection:
         return self._types
 
     def specs(self) -> dict[str, ModelSpec]:
+        """Built-in models, then the models file's entries (which may override them by name)."""
         if self._specs is None:
             extra = {n: t for n, t in self.types().items() if n not in BUILTIN_TYPES}
             try:
-                self._specs = load_models(self.models_file(), extra)
+                self._specs = known_models(self.models_file(), self.models_file_required(), extra)
             except ConfigError as e:
                 raise pytest.UsageError(str(e)) from None
         return self._specs
+
+    def where(self) -> str:
+        """``built-in models and FILE`` (or the built-in models alone), for messages."""
+        path = self.models_file()
+        return f"built-in models and {path}" if path.is_file() else f"built-in models ({path} does not exist)"
 
     def spec(self, name: str) -> ModelSpec:
         return self.specs()[name]
@@ -70,8 +89,7 @@ class ModelSelection:
         unknown = [m for m in self.selected if m not in specs]
         if unknown:
             raise pytest.UsageError(
-                f"unknown model {', '.join(map(repr, unknown))} (models file {self.models_file()}); "
-                f"available: {', '.join(specs)}"
+                f"unknown model {', '.join(map(repr, unknown))} ({self.where()}); available: {', '.join(specs)}"
             )
         if check_runnable:
             problems = []
@@ -114,7 +132,7 @@ class ModelSelection:
 
 
 def list_models_main(config: pytest.Config, session: pytest.Session) -> int:
-    """``pytest --list-models``: every configured model, its type and whether it can run here."""
+    """``pytest --list-models``: every known model, where it is defined and whether it can run here."""
     selection = ModelSelection(config, is_worker=False)
     tr = config.pluginmanager.get_plugin("terminalreporter")
     write = tr.write_line if tr is not None else (lambda s, **k: print(s))
@@ -123,10 +141,11 @@ def list_models_main(config: pytest.Config, session: pytest.Session) -> int:
     except pytest.UsageError as e:
         write(f"ERROR: {e}", red=True)
         return pytest.ExitCode.USAGE_ERROR
-    write(f"models in {selection.models_file()}:")
+    write(f"models ({selection.where()}); selected: {', '.join(selection.selected)}")
     width = max(len(n) for n in specs)
     for name, spec in specs.items():
         ok, why = spec.availability()
-        status = "ready" if ok else why
-        write(f"  {name:<{width}}  {spec.type:<12} {status}", green=ok, yellow=not ok)
+        write(f"  {name:<{width}}  {spec.type:<12} {'ready' if ok else why}", green=ok, yellow=not ok)
+        about = f"{spec.description}  " if spec.description else ""
+        write(f"  {'':<{width}}  {about}[{spec.origin}]")
     return 0

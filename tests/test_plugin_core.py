@@ -39,7 +39,7 @@ def test_unknown_model_is_a_usage_error(eval_project):
     p = eval_project(CASES, names=("a", "b"))
     result = p.runpytest("--model", "nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown model 'nope'*available: a, b*"])
+    result.stderr.fnmatch_lines(["*unknown model 'nope'*available: smollm2, smollm2-vllm, gpt-4o-mini, a, b"])
 
 
 def test_model_that_cannot_run_fails_fast_once(eval_project, monkeypatch):
@@ -206,10 +206,11 @@ def test_model_fixture_generate_for_multi_turn(eval_project):
     result.assert_outcomes(passed=1)
 
 
-def test_no_model_selected_is_a_clear_collection_error(pytester):
-    pytester.makepyfile("def test_x(model):\n    pass\n")
-    result = pytester.runpytest()
-    result.stdout.fnmatch_lines(["*test_x needs a model: pass --model NAME or set the llmeval_model ini key*"])
+def test_no_model_selected_means_the_embedded_default(pytester):
+    # No --model, no ini key, no models file: the built-in smollm2 (nothing is generated here).
+    pytester.makepyfile("def test_x(model):\n    assert model.name == 'smollm2'\n    assert model.spec.origin == 'built-in'\n")
+    result = pytester.runpytest("-v")
+    result.stdout.fnmatch_lines(["*test_x?smollm2? PASSED*"])
 
 
 def test_dotenv_supplies_a_missing_api_key(eval_project, monkeypatch):

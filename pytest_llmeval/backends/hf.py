@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ModelCallError
-from ..models import ModelSpec, adapter_identity, check_adapter, check_local_weights, path_fingerprint
+from ..models import (
+    ModelSpec,
+    adapter_identity,
+    check_adapter,
+    check_extra,
+    check_local_weights,
+    path_fingerprint,
+)
 from .base import Backend, Completion, Request
 from .embedded import resolve_model_path
 
@@ -60,6 +67,11 @@ class HFSpec(ModelSpec):
 
     def check_available(self) -> None:
         super().check_available()
+        modules = ("torch", "transformers", "safetensors", "accelerate")
+        modules += ("peft",) if self.adapter else ()
+        modules += ("bitsandbytes",) if self.load_in_4bit else ()
+        modules += ("gguf",) if self.path.startswith("embedded:") else ()
+        check_extra("hf", modules)
         check_local_weights(self.path)
         check_adapter(self.adapter)
 
