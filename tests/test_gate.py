@@ -116,20 +116,13 @@ def test_case_failures_with_a_passing_gate_exit_zero(gated):
     assert "2 failed" in last and "1 gate passed" in last
 
 
+STRICT_5_POINTS = ("--tolerance", "pass_rate:-0.05", "--gate-mode", "strict")
+
+
 def test_noise_within_tolerance_passes(gated):
     p = gated(40)
     _save(gated, p)
-    r = gated.run(
-        p,
-        (3,),
-        0.01,
-        "--baseline",
-        "baseline.json",
-        "--tolerance",
-        "pass_rate:-0.05",
-        "--gate-mode",
-        "strict",
-    )
+    r = gated.run(p, (3,), 0.01, "--baseline", "baseline.json", *STRICT_5_POINTS)
     assert r.ret == 0
     r.stdout.fnmatch_lines(["*within pass_rate:-0.05*"])
 
@@ -140,17 +133,7 @@ def test_same_drop_is_significant_on_large_n_only(gated):
     r = gated.run(small, (0, 1), 0.01, "--baseline", "baseline.json", "--tolerance", "pass_rate:-0.05")
     assert r.ret == 0  # 20 points down on 10 cases: p = 0.5
     r.stdout.fnmatch_lines(["*beyond tolerance pass_rate:-0.05 but not significant (p=0.5)*"])
-    r = gated.run(
-        small,
-        (0, 1),
-        0.01,
-        "--baseline",
-        "baseline.json",
-        "--tolerance",
-        "pass_rate:-0.05",
-        "--gate-mode",
-        "strict",
-    )
+    r = gated.run(small, (0, 1), 0.01, "--baseline", "baseline.json", *STRICT_5_POINTS)
     assert r.ret == 1  # strict mode: the tolerance alone
     big = gated(60)
     _save(gated, big)
@@ -397,17 +380,8 @@ def test_unknown_score_name_is_a_gate_error_listing_what_the_run_measured(gated)
     assert r.ret == 1
     r.stdout.fnmatch_lines(["*gate: FAILED: unknown metric(s) score:nope*score:exact_match*"])
     # A known score name gates as before.
-    r = gated.run(
-        p,
-        (0, 1, 2),
-        0.01,
-        "--baseline",
-        "baseline.json",
-        "--tolerance",
-        "score:exact_match:-0.1",
-        "--gate-mode",
-        "strict",
-    )
+    strict = ("--tolerance", "score:exact_match:-0.1", "--gate-mode", "strict")
+    r = gated.run(p, (0, 1, 2), 0.01, "--baseline", "baseline.json", *strict)
     assert r.ret == 1
     r.stdout.fnmatch_lines(["*score:exact_match*1.000*0.700*FAIL (tolerance score:exact_match:-0.1)*"])
 
