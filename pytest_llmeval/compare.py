@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The gate's statistics, so a comparison and the gate agree on every figure.
-from .gate import LOWER_IS_BETTER, bootstrap_delta, mcnemar_exact
+from .gate import LOWER_IS_BETTER
 from .redact import safe_terminal
 from .results import percentile
+from .stats import bootstrap_delta, mcnemar_exact
 
 # How a case's outcome moved between the runs (skipped cases are left out of a comparison).
 PASS_TO_FAIL, FAIL_TO_PASS, OTHER_CHANGE = "pass-fail", "fail-pass", "other"

@@ -1,14 +1,25 @@
-"""Per-item result records and their aggregation per (test, model)."""
+"""Per-item result records and their aggregation per (test, model).
+
+With repeats (several samples of one case) each sample is its own record, with
+``sample`` (its index) and ``samples`` (how many the case has); aggregation then
+groups a case's samples into a pass fraction, and the run gains pass@k, pass^k and
+its flaky cases (:class:`SampleStats`).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 USER_PROPERTY = "llmeval"
+SAMPLE_POLICIES = ("all", "majority", "any")
+# The item outcome that most often repeats on a rerun: it changes only when a case's pass
+# probability crosses one half (docs/gate_statistics.md, "Repeats").
+DEFAULT_SAMPLE_POLICY = "majority"
 
 
 @dataclass
@@ -36,11 +47,15 @@ class CaseResult:
     expected: Any = None
     finish_reason: str | None = None
     dataset: str | None = None
+    sample: int = 0  # this record's sample of the case (0-based); records before repeats lack both
+    samples: int = 1  # how many samples the case has
 
     def to_json(self) -> str:
         # Fields hold only JSON values (scores are already dicts), so no deep copy is needed;
         # dataclasses.asdict was the largest plugin-side cost in the overhead profile.
-        return json.dumps({k: getattr(self, k) for k in self.__dataclass_fields__}, ensure_ascii=False, default=str)
+        return json.dumps(
+            {k: getattr(self, k) for k in self.__dataclass_fields__}, ensure_ascii=False, default=str
+        )
 
     @classmethod
     def from_json(cls, s: str) -> CaseResult:
@@ -59,6 +74,28 @@ class CaseResult:
         return self.scores[-1]["value"]
 
 
+def outcome_from_samples(outcomes: Sequence[str], policy: str = DEFAULT_SAMPLE_POLICY) -> str:
+    """An item's outcome from the outcomes of its samples.
+
+    Skipped samples do not count; with none left the item is skipped. Any sample
+    that errored makes the item an error whatever the policy: missing data cannot
+    pass. Otherwise ``all`` passes when every sample passed (pass^k), ``majority``
+    when more than half did (a tie fails), ``any`` when at least one did (pass@k).
+    The default, ``majority``, is the outcome most likely to be the same on a rerun:
+    it flips only when a case's pass probability crosses one half, where ``all`` flips
+    for any case that fails now and then.
+    """
+    if policy not in SAMPLE_POLICIES:
+        raise ValueError(f"sample policy must be one of {', '.join(SAMPLE_POLICIES)}, got {policy!r}")
+    ran = [o for o in outcomes if o != "skipped"]
+    if not ran:
+        return "skipped"
+    if "error" in ran:
+        return "error"
+    needed = {"all": len(ran), "majority": len(ran) // 2 + 1, "any": 1}[policy]
+    return "passed" if sum(o == "passed" for o in ran) >= needed else "failed"
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """Linear-interpolated percentile (q in 0..100); None for no values."""
     if not values:
@@ -69,6 +106,20 @@ def percentile(values: list[float], q: float) -> float | None:
     pos = (len(xs) - 1) * q / 100.0
     lo, hi = math.floor(pos), math.ceil(pos)
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+@dataclass
+class SampleStats:
+    """What repeats add to an aggregate: per-case pass fractions summarised, and the flaky cases."""
+
+    k: int  # samples per case (the fewest any case has, when they differ)
+    cases: int
+    mean_pass_rate: float  # mean over cases of their pass fractions
+    pass_at_k: float  # share of cases where at least one of k samples passes
+    pass_all_k: float  # pass^k: share of cases where all k samples pass
+    # Cases whose samples disagree, flakiest (pass fraction nearest one half) first: case_id,
+    # pass_fraction, samples, outcomes (in sample order), score_min, score_max, spread.
+    flaky: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +146,7 @@ class Aggregate:
     cached: int = 0
     retries: int = 0
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    repeats: SampleStats | None = None  # only when some case has more than one sample
 
     def metric(self, name: str) -> float | None:
         """Look a metric up by the names the gate uses (pass_rate, latency_p95, cost, score:NAME)."""
@@ -106,7 +158,10 @@ class Aggregate:
         return float(v) if isinstance(v, (int, float)) else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.repeats is None:
+            del d["repeats"]  # a run without repeats keeps today's shape
+        return d
 
 
 def aggregate(results: list[CaseResult]) -> list[Aggregate]:
@@ -147,14 +202,80 @@ def aggregate(results: list[CaseResult]) -> list[Aggregate]:
         a.cost_replayed = sum(r.cost for r in ran if r.cached)
         a.cached = sum(r.cached for r in ran)
         a.retries = sum(r.retries for r in ran)
-        a.cases = {
-            r.case_id: {
-                "passed": r.outcome == "passed",
-                "outcome": r.outcome,
-                "score": r.main_value(),
-                "latency": r.latency_s,
+        if any(r.samples > 1 for r in ran):
+            a.cases, a.repeats = _sampled_cases(ran)
+        else:
+            a.cases = {
+                r.case_id: {
+                    "passed": r.outcome == "passed",
+                    "outcome": r.outcome,
+                    "score": r.main_value(),
+                    "latency": r.latency_s,
+                }
+                for r in ran
             }
-            for r in ran
-        }
         out.append(a)
     return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _sampled_cases(ran: list[CaseResult]) -> tuple[dict[str, dict[str, Any]], SampleStats]:
+    """Per-case entries from the samples of each case, and the run's pass@k, pass^k and flaky cases.
+
+    A case's score and latency are the means over its samples; its ``passed`` and
+    ``outcome`` follow :data:`DEFAULT_SAMPLE_POLICY`; ``pass_fraction`` and ``samples``
+    are what the gate's clustered test reads.
+    """
+    from .stats import pass_all_k, pass_at_k
+
+    by_case: dict[str, list[CaseResult]] = defaultdict(list)
+    for r in ran:
+        by_case[r.case_id].append(r)
+    cases: dict[str, dict[str, Any]] = {}
+    counts: list[tuple[int, int]] = []
+    flaky: list[dict[str, Any]] = []
+    for cid, rs in by_case.items():
+        rs.sort(key=lambda r: r.sample)
+        outcomes = [r.outcome for r in rs]
+        passes, n = outcomes.count("passed"), len(rs)
+        outcome = outcome_from_samples(outcomes)
+        mains = [v for v in (r.main_value() for r in rs) if v is not None]
+        lats = [r.latency_s for r in rs if r.latency_s is not None and r.outcome != "error"]
+        cases[cid] = {
+            "passed": outcome == "passed",
+            "outcome": outcome,
+            "score": _mean(mains),
+            "latency": _mean(lats),
+            "pass_fraction": passes / n,
+            "samples": n,
+        }
+        counts.append((passes, n))
+        if 0 < passes < n:
+            lo, hi = (min(mains), max(mains)) if mains else (None, None)
+            flaky.append(
+                {
+                    "case_id": cid,
+                    "pass_fraction": passes / n,
+                    "samples": n,
+                    "outcomes": outcomes,
+                    "score_min": lo,
+                    "score_max": hi,
+                    "spread": None if lo is None or hi is None else hi - lo,
+                }
+            )
+    flaky.sort(
+        key=lambda f: (-f["pass_fraction"] * (1 - f["pass_fraction"]), -(f["spread"] or 0.0), f["case_id"])
+    )
+    k = min(n for _, n in counts)
+    stats = SampleStats(
+        k=k,
+        cases=len(counts),
+        mean_pass_rate=sum(c / n for c, n in counts) / len(counts),
+        pass_at_k=sum(pass_at_k(n, c, k) for c, n in counts) / len(counts),
+        pass_all_k=sum(pass_all_k(n, c, k) for c, n in counts) / len(counts),
+        flaky=flaky,
+    )
+    return cases, stats

@@ -286,7 +286,7 @@ class MetricsStore:
     def _write_summary(
         self, outcome: RunOutcome, run: dict[str, Any], verdict: dict[str, Any] | None, aggregates: list[Aggregate]
     ) -> None:
-        from .gate import write_json_atomic
+        from .baseline import write_json_atomic
 
         assert self.run_dir is not None
         data = {
@@ -381,7 +381,7 @@ def open_run(
     """The store of a run. Nothing is written until the first result arrives: then the run row
     (incomplete until the end) and the run folder appear."""
     from . import __version__
-    from .gate import _git_commit
+    from .baseline import git_commit
 
     run_dir = run_dir_for(config, run_id)
 
@@ -389,7 +389,7 @@ def open_run(
         return {
             "id": run_id,
             "started": iso(started),
-            "git_commit": _git_commit(config.rootpath),
+            "git_commit": git_commit(config.rootpath),
             "command": command_line(config),
             "rootdir": str(config.rootpath),
             "models": _dumps(list(models)),
