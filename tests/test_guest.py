@@ -295,3 +295,33 @@ def test_the_core_install_evaluates_an_endpoint_without_torch(wheel: Path, tmp_p
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
     ).stdout
     assert re.search(r"smollm2\s+hf\s+needs the hf extra .*pip install 'pytest-llmeval\[hf\]'", listing), listing
+
+
+@pytest.mark.slow
+def test_the_sdist_carries_its_tests_and_they_run(tmp_path: Path):
+    import tarfile
+
+    out = tmp_path / "sdist"
+    subprocess.run(
+        [sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(out)!r})"],
+        cwd=ROOT, check=True, capture_output=True, timeout=600,
+    )
+    (archive,) = out.glob("pytest_llmeval-*.tar.gz")
+    with tarfile.open(archive) as tf:
+        tf.extractall(tmp_path / "src", filter="data")
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    for needed in (
+        "LICENSE", "conftest.py", "pyproject.toml", "pytest_llmeval/py.typed", "finetune/configs/cpu.yaml",
+        "tests/conftest.py", "tests/fakes.py", "tests/_fake_openai.py", "evals/starter/cases.jsonl",
+    ):
+        assert needed in names, needed
+    assert not any(n.startswith("data/") or n.endswith((".db", ".sqlite")) for n in names)
+    (src,) = (tmp_path / "src").iterdir()
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/test_scorers.py", "tests/test_datasets.py", "-q", "-p", "no:randomly",
+         "-m", "not slow"],
+        cwd=src, capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "error" not in run.stdout.splitlines()[-1]
