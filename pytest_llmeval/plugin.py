@@ -54,23 +54,44 @@ def _floor(value: str) -> Any:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _shard(value: str) -> Any:
+    from .shards import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llmeval", "LLM evaluation (pytest-llmeval)")
     group.addoption("--model", action="append", default=[], metavar="NAME", help=HELP_MODEL)
     group.addoption("--models-file", default=None, metavar="PATH", help=HELP_MODELS_FILE)
-    group.addoption("--list-models", action="store_true", help="list configured models and whether each can run here")
+    group.addoption(
+        "--list-models", action="store_true", help="list configured models and whether each can run here"
+    )
     group.addoption("--judge", default=None, metavar="NAME", help=HELP_JUDGE)
-    group.addoption("--judge-samples", type=int, default=None, metavar="N", help="judge verdicts per answer (majority)")
-    group.addoption("--cache", dest="llmeval_cache", type=_cache_mode, default=None, metavar="MODE", help=HELP_CACHE)
-    group.addoption("--cache-path", dest="llmeval_cache_path", default=None, metavar="PATH", help="response cache file")
+    group.addoption(
+        "--judge-samples", type=int, default=None, metavar="N", help="judge verdicts per answer (majority)"
+    )
+    group.addoption(
+        "--cache", dest="llmeval_cache", type=_cache_mode, default=None, metavar="MODE", help=HELP_CACHE
+    )
+    group.addoption(
+        "--cache-path", dest="llmeval_cache_path", default=None, metavar="PATH", help="response cache file"
+    )
     group.addoption(
         "--no-scheduler",
         action="store_true",
         help="generate one request at a time when each test runs (for debugging)",
     )
-    group.addoption("--max-cost", type=_cost, default=None, metavar="USD", help="stop submitting requests past this spend")
     group.addoption(
-        "--estimate-cost", action="store_true", help="with --collect-only: print token and cost estimates per model"
+        "--max-cost", type=_cost, default=None, metavar="USD", help="stop submitting requests past this spend"
+    )
+    group.addoption(
+        "--estimate-cost",
+        action="store_true",
+        help="with --collect-only: print token and cost estimates per model",
     )
     group.addoption("--baseline", default=None, metavar="PATH", help=HELP_BASELINE)
     group.addoption(
@@ -81,7 +102,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="write the baseline file from this run (default path: the --baseline / ini path)",
     )
-    group.addoption("--force-save-baseline", action="store_true", help="save the baseline even if items errored")
+    group.addoption(
+        "--force-save-baseline", action="store_true", help="save the baseline even if items errored"
+    )
     group.addoption(
         "--tolerance",
         action="append",
@@ -106,11 +129,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "strict: the tolerance alone",
     )
     group.addoption("--require-baseline", action="store_true", help="fail when a model has no baseline entry")
-    group.addoption("--metrics-db", default=None, metavar="PATH", help="SQLite metrics database (default data/metrics.db)")
-    group.addoption("--no-metrics", action="store_true", help="do not write the metrics database or run folder")
-    group.addoption("--output", dest="llmeval_output", default=None, metavar="DIR", help="run folder (default data/runs/<run id>)")
+    group.addoption(
+        "--metrics-db", default=None, metavar="PATH", help="SQLite metrics database (default data/metrics.db)"
+    )
+    group.addoption(
+        "--no-metrics", action="store_true", help="do not write the metrics database or run folder"
+    )
+    group.addoption(
+        "--output",
+        dest="llmeval_output",
+        default=None,
+        metavar="DIR",
+        help="run folder (default data/runs/<run id>)",
+    )
     group.addoption("--no-llmeval-report", action="store_true", help="do not write the default HTML report")
     group.addoption("--otel", action="store_true", help="emit OpenTelemetry traces (also ENABLE_OTEL=true)")
+    group.addoption(
+        "--shard",
+        dest="llmeval_shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="run shard K of N: a deterministic 1/N of the cases, chosen by test and case id (every model of "
+        "a case in the same shard); not gated: `llmeval merge` joins the shards' run folders and gates",
+    )
 
     parser.addini("llmeval_model", HELP_MODEL, default="")
     parser.addini("llmeval_models_file", HELP_MODELS_FILE, default="evals/models.yaml")
@@ -118,8 +160,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llmeval_cache", HELP_CACHE, default="rw")
     parser.addini("llmeval_cache_path", "response cache file", default=".llmeval/cache.sqlite")
     parser.addini("llmeval_baseline", HELP_BASELINE, default="")
-    parser.addini("llmeval_tolerance", "default tolerances, one per line (METRIC:DELTA)", type="linelist", default=[])
-    parser.addini("llmeval_fail_under", "default floors, one per line (METRIC=VALUE)", type="linelist", default=[])
+    parser.addini(
+        "llmeval_tolerance", "default tolerances, one per line (METRIC:DELTA)", type="linelist", default=[]
+    )
+    parser.addini(
+        "llmeval_fail_under", "default floors, one per line (METRIC=VALUE)", type="linelist", default=[]
+    )
     parser.addini("llmeval_metrics_db", "SQLite metrics database", default="data/metrics.db")
     parser.addini("llmeval_runs_dir", "where run folders go", default="data/runs")
     parser.addini(
@@ -150,7 +196,9 @@ _ACTIVE: list[LLMEvalSession] = []
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-html's, which reads the report path we may default
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "llmeval_dataset(path, prompt, params): parametrize a test over dataset cases")
+    config.addinivalue_line(
+        "markers", "llmeval_dataset(path, prompt, params): parametrize a test over dataset cases"
+    )
     config.addinivalue_line("markers", "slow: a slow test (deselect with -m 'not slow')")
     session = LLMEvalSession(config)
     config.stash[SESSION_KEY] = session

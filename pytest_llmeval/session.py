@@ -23,7 +23,7 @@ import pytest
 from .collection import Collection
 from .console import load_dotenv
 from .generation import Generation
-from .outcome import RunOutcome, build_outcome
+from .outcome import GateOptions, RunOutcome, build_outcome, judge_agreement
 from .records import Records
 from .selection import ModelSelection
 
@@ -56,6 +56,11 @@ class LLMEvalSession:
         self.pytest_session: pytest.Session | None = None
         if self.selection.explicit and not config.getoption("list_models"):
             self.selection.validate(check_runnable=not self.is_worker)
+        self.shard = config.getoption("llmeval_shard", None)  # shards.Shard, from --shard K/N
+        if self.shard is not None:
+            from .shards import check_options
+
+            check_options(config)
 
     @property
     def selected(self) -> list[str]:
@@ -64,6 +69,16 @@ class LLMEvalSession:
     # -- collection ---------------------------------------------------------------------------
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         self.collection.generate_tests(metafunc)
+
+    @pytest.hookimpl(trylast=True)  # after -k / -m, so that an item is reported deselected once
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if self.shard is not None:
+            from .shards import select
+
+            kept, dropped = select(items, self.shard)
+            if dropped:
+                config.hook.pytest_deselected(items=dropped)
+                items[:] = kept
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.generation.items = session.items
@@ -89,6 +104,11 @@ class LLMEvalSession:
         node.workerinput["llmeval_server_urls"] = self.selection.server_urls
         node.workerinput["llmeval_server_errors"] = self.selection.server_errors
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist: the controller collects nothing; the workers tell it the dataset hashes."""
+        self.collection.datasets.update(getattr(node, "workeroutput", {}).get("llmeval_datasets", {}))
+
     def _open_outputs(self) -> None:
         if os.environ.get("ENABLE_OTEL", "").lower() in ("1", "true", "yes") or self.config.getoption("otel"):
             from .tracing import Tracer
@@ -106,6 +126,7 @@ class LLMEvalSession:
             models=self.selected,
             model_specs=self._model_specs,
             datasets=self.collection.datasets,
+            shard=self.shard,
         )
         self.records.subscribe(self.store.add_result)
 
@@ -149,19 +170,23 @@ class LLMEvalSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.generation.shutdown()
         if self.is_worker:
+            self.config.workeroutput["llmeval_datasets"] = dict(self.collection.datasets)  # type: ignore[attr-defined]
             return
         self.generation.stop_servers()
+        config = self.config
         outcome = build_outcome(
-            config=self.config,
-            session=session,
+            gate=GateOptions.from_config(config),
+            status=int(session.exitstatus),
+            stopped=bool(session.shouldstop),
             run_id=self.run_id,
             started=self.started,
             models=self.selected,
             model_specs=self._model_specs() if self.records.results else {},
             datasets=self.collection.datasets,
             records=list(self.records.results.values()),
-            judges_used=self.generation.judges_used,
-            specs=self.selection.specs,
+            judge_note=lambda aggs: judge_agreement(
+                config, self.generation.judges_used, aggs, self.selection.specs
+            ),
             stats=self.generation.stats(),
             report_path=self.html.report_path if self.html is not None else None,
             run_dir=self.store.run_dir if self.store is not None else None,

@@ -284,7 +284,11 @@ class MetricsStore:
         self._emit_warnings()
 
     def _write_summary(
-        self, outcome: RunOutcome, run: dict[str, Any], verdict: dict[str, Any] | None, aggregates: list[Aggregate]
+        self,
+        outcome: RunOutcome,
+        run: dict[str, Any],
+        verdict: dict[str, Any] | None,
+        aggregates: list[Aggregate],
     ) -> None:
         from .gate import write_json_atomic
 
@@ -296,15 +300,20 @@ class MetricsStore:
                 **{
                     k: v
                     for k, v in run.items()
-                    if k not in ("models", "model_specs", "datasets", "stats", "verdict")
+                    if k
+                    not in ("models", "model_specs", "datasets", "stats", "verdict", "shard", "merged_from")
                 },
                 "models": json.loads(run.get("models") or "[]"),
                 "model_specs": json.loads(run.get("model_specs") or "{}"),
                 "datasets": json.loads(run.get("datasets") or "{}"),
                 "stats": json.loads(run["stats"]) if run.get("stats") else None,
                 "n_results": len(outcome.records),
+                # {"index": K, "count": N} for a shard run (llmeval merge reads it), else null
+                "shard": _shard_dict(run.get("shard")),
+                "merged_from": json.loads(run["merged_from"]) if run.get("merged_from") else None,
             },
             "verdict": verdict,
+            "judge_agreement": outcome.judge_agreement,
             "aggregates": [scrub(a.to_dict()) for a in aggregates],
             "model_comparisons": [mc.to_dict() for mc in outcome.model_comparisons],
             "files": {"results": "results.jsonl", "report": _relative(run.get("report_path"), self.run_dir)},
@@ -324,6 +333,13 @@ class MetricsStore:
             self._jsonl = None
         with self._lock:
             self._drop_conn()
+
+
+def _shard_dict(text: str | None) -> dict[str, int] | None:
+    if not text:
+        return None
+    index, count = str(text).split("/")
+    return {"index": int(index), "count": int(count)}
 
 
 def _relative(path: str | None, base: Path) -> str | None:
@@ -377,9 +393,10 @@ def open_run(
     models: list[str],
     model_specs: Callable[[], dict[str, Any]],
     datasets: dict[str, str],
+    shard: Any = None,
 ) -> MetricsStore:
     """The store of a run. Nothing is written until the first result arrives: then the run row
-    (incomplete until the end) and the run folder appear."""
+    (incomplete until the end) and the run folder appear. ``shard`` is the run's ``--shard``."""
     from . import __version__
     from .gate import _git_commit
 
@@ -398,10 +415,10 @@ def open_run(
             "plugin_version": __version__,
             "complete": 0,
             "run_dir": str(run_dir),
+            "shard": None if shard is None else str(shard),
         }
 
     return MetricsStore(run_id, db_path_for(config), run_dir, run_row, warn=_terminal_warn(config), lazy=True)
-
 
 
 __all__ = [  # the database names that callers reach through this module
