@@ -258,18 +258,6 @@ class _Terminal:
         print(f"{sep * side} {title} {sep * side}" if title else sep * 100)
 
 
-def _arg_type(parse: Any) -> Any:
-    """An argparse type from a parser that raises ValueError (tolerances, floors)."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    return convert
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .models import load_models
@@ -336,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("--no-html", action="store_true", help="print the table only, write no page")
     sp.set_defaults(func=cmd_compare)
 
-    from .gate import parse_floor, parse_tolerance
+    from .console import add_gate_options
 
     sp = sub.add_parser(
         "merge",
@@ -353,41 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--output", default=None, metavar="DIR", help="the merged run's folder (default <runs dir>/<run id>)"
     )
-    sp.add_argument(
-        "--baseline",
-        default=None,
-        metavar="FILE",
-        help="baseline to gate with (default: the ini llmeval_baseline)",
-    )
-    sp.add_argument(
-        "--save-baseline",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="FILE",
-        help="write the baseline from the merged run (default path: --baseline's)",
-    )
-    sp.add_argument(
-        "--force-save-baseline", action="store_true", help="save the baseline even if items errored"
-    )
-    sp.add_argument(
-        "--tolerance",
-        action="append",
-        type=_arg_type(parse_tolerance),
-        default=[],
-        metavar="METRIC:DELTA",
-        help="allowed change, as for pytest (default: the ini llmeval_tolerance)",
-    )
-    sp.add_argument(
-        "--fail-under",
-        action="append",
-        type=_arg_type(parse_floor),
-        default=[],
-        metavar="METRIC=VALUE",
-        help="absolute floor, as for pytest (default: the ini llmeval_fail_under)",
-    )
-    sp.add_argument("--gate-mode", choices=("significant", "strict"), default=None, help="as for pytest")
-    sp.add_argument("--require-baseline", action="store_true", help="fail when a model has no baseline entry")
+    add_gate_options(sp.add_argument)  # as for pytest; left out, the ini keys apply, as in a run
     sp.set_defaults(func=cmd_merge)
 
     sp = sub.add_parser("models", help="configured models and whether each can run here")

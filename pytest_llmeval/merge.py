@@ -78,7 +78,7 @@ def load_shard(path: str | Path) -> ShardRun:
     records = []
     results_path = p / str((summary.get("files") or {}).get("results") or "results.jsonl")
     try:
-        lines = results_path.read_text(encoding="utf-8").splitlines()
+        lines = [] if run.get("n_results") == 0 else results_path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise MergeError(f"{results_path} cannot be read ({e}); rerun that shard") from None
     for lineno, line in enumerate(lines, 1):
@@ -98,7 +98,7 @@ def load_shard(path: str | Path) -> ShardRun:
 
 
 def _differs(runs: Sequence[ShardRun], what: str, value: Callable[[ShardRun], Any]) -> str | None:
-    """ "WHAT differs: X in A, Y in B" when ``value`` is not the same for every run."""
+    """A line saying how ``value`` differs between the runs ("WHAT differs: X in A; Y in B"), or None."""
     seen: dict[str, list[str]] = {}
     for r in runs:
         seen.setdefault(json.dumps(value(r), sort_keys=True, default=str), []).append(r.label)
@@ -166,6 +166,8 @@ def check_together(runs: Sequence[ShardRun]) -> None:
     problems += _record_problems(sharded)
     if problems:
         raise MergeError("these runs are not the shards of one run:\n  - " + "\n  - ".join(problems))
+    if not any(r.records for r in runs):
+        raise MergeError("no shard holds a result: did the shards collect the eval suite?")
 
 
 def _record_problems(runs: Sequence[ShardRun]) -> list[str]:

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
+from .console import HELP_BASELINE, add_gate_options, arg_type
 from .session import SESSION_KEY, LLMEvalSession
+from .shards import parse_shard
 
 HELP_MODEL = "model(s) from the models file to run evals against; repeatable and comma-separated"
 HELP_MODELS_FILE = "models.yaml to read (default: evals/models.yaml)"
 HELP_JUDGE = "model that judges answers for the judge fixture (default: gpt-4o-mini with a key, else smollm2)"
 HELP_CACHE = "response cache mode: rw (default), ro, off, refresh"
-HELP_BASELINE = "baseline JSON file to compare aggregates with; the gate decides the exit status"
 
 
 def _cost(value: str) -> float:
@@ -34,33 +35,6 @@ def _cache_mode(value: str) -> str:
     if value not in ("rw", "ro", "off", "refresh"):
         raise argparse.ArgumentTypeError(f"--cache takes rw, ro, off or refresh, got {value!r}")
     return value
-
-
-def _tolerance(value: str) -> Any:
-    from .gate import parse_tolerance
-
-    try:
-        return parse_tolerance(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _floor(value: str) -> Any:
-    from .gate import parse_floor
-
-    try:
-        return parse_floor(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _shard(value: str) -> Any:
-    from .shards import parse_shard
-
-    try:
-        return parse_shard(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -93,42 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="with --collect-only: print token and cost estimates per model",
     )
-    group.addoption("--baseline", default=None, metavar="PATH", help=HELP_BASELINE)
-    group.addoption(
-        "--save-baseline",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="PATH",
-        help="write the baseline file from this run (default path: the --baseline / ini path)",
-    )
-    group.addoption(
-        "--force-save-baseline", action="store_true", help="save the baseline even if items errored"
-    )
-    group.addoption(
-        "--tolerance",
-        action="append",
-        type=_tolerance,
-        default=[],
-        metavar="METRIC:DELTA",
-        help="allowed change, e.g. pass_rate:-0.02, latency_p95:+25%%, cost:+10%%",
-    )
-    group.addoption(
-        "--fail-under",
-        action="append",
-        type=_floor,
-        default=[],
-        metavar="METRIC=VALUE",
-        help="absolute floor, e.g. pass_rate=0.8",
-    )
-    group.addoption(
-        "--gate-mode",
-        choices=("significant", "strict"),
-        default=None,
-        help="significant (default): a drop must exceed its tolerance and be statistically significant; "
-        "strict: the tolerance alone",
-    )
-    group.addoption("--require-baseline", action="store_true", help="fail when a model has no baseline entry")
+    add_gate_options(group.addoption)
     group.addoption(
         "--metrics-db", default=None, metavar="PATH", help="SQLite metrics database (default data/metrics.db)"
     )
@@ -147,7 +86,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--shard",
         dest="llmeval_shard",
-        type=_shard,
+        type=arg_type(parse_shard),
         default=None,
         metavar="K/N",
         help="run shard K of N: a deterministic 1/N of the cases, chosen by test and case id (every model of "

@@ -57,6 +57,7 @@ class LLMEvalSession:
         if self.selection.explicit and not config.getoption("list_models"):
             self.selection.validate(check_runnable=not self.is_worker)
         self.shard = config.getoption("llmeval_shard", None)  # shards.Shard, from --shard K/N
+        self.shard_dropped = 0  # items this shard left to the others
         if self.shard is not None:
             from .shards import check_options
 
@@ -76,6 +77,7 @@ class LLMEvalSession:
             from .shards import select
 
             kept, dropped = select(items, self.shard)
+            self.shard_dropped += len(dropped)
             if dropped:
                 config.hook.pytest_deselected(items=dropped)
                 items[:] = kept
@@ -174,9 +176,12 @@ class LLMEvalSession:
             return
         self.generation.stop_servers()
         config = self.config
+        status = int(session.exitstatus)
+        if self.shard_dropped and status == pytest.ExitCode.NO_TESTS_COLLECTED:
+            status = pytest.ExitCode.OK  # every case of the suite fell to the other shards: not an error
         outcome = build_outcome(
             gate=GateOptions.from_config(config),
-            status=int(session.exitstatus),
+            status=status,
             stopped=bool(session.shouldstop),
             run_id=self.run_id,
             started=self.started,

@@ -77,6 +77,7 @@ class MetricsStore:
         run_row: dict[str, Any] | Callable[[], dict[str, Any]],
         warn: Callable[[str], None] | None = None,
         lazy: bool = False,
+        keep_empty: bool = False,
     ) -> None:
         self.run_id = run_id
         self.db_path = db_path
@@ -95,6 +96,8 @@ class MetricsStore:
         self.conn: sqlite3.Connection | None = None
         self._jsonl: Any = None
         self.n_results = 0
+        # A shard records its run even when all its cases fell to other shards: the merge needs it.
+        self.keep_empty = keep_empty
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if not lazy:
@@ -258,7 +261,7 @@ class MetricsStore:
         }
 
         def write_end(conn: sqlite3.Connection) -> None:
-            if not self.n_results:
+            if not self.n_results and not self.keep_empty:
                 # No eval item reported (a plain test run, everything deselected): no record.
                 conn.execute("DELETE FROM runs WHERE id = ?", (self.run_id,))
                 return
@@ -278,10 +281,20 @@ class MetricsStore:
 
         if self.conn is not None and not self.flush(force=True, extra=write_end):
             self._warn("finish", f"the end of run {self.run_id} was not recorded in {self.db_path}")
-        if self.run_dir is not None and self.n_results:
+        if self.run_dir is not None and (self.n_results or self.keep_empty):
+            if not self.n_results:
+                self._write_empty_results()
             self._write_summary(outcome, {**self._run_row, **update}, verdict_dict, aggregates)
         self.close()
         self._emit_warnings()
+
+    def _write_empty_results(self) -> None:
+        assert self.run_dir is not None
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "results.jsonl").write_text("", encoding="utf-8")
+        except OSError as e:
+            self._warn("run_dir", f"run folder {self.run_dir} not written: {e}")
 
     def _write_summary(
         self,
@@ -418,7 +431,15 @@ def open_run(
             "shard": None if shard is None else str(shard),
         }
 
-    return MetricsStore(run_id, db_path_for(config), run_dir, run_row, warn=_terminal_warn(config), lazy=True)
+    return MetricsStore(
+        run_id,
+        db_path_for(config),
+        run_dir,
+        run_row,
+        warn=_terminal_warn(config),
+        lazy=shard is None,
+        keep_empty=shard is not None,
+    )
 
 
 __all__ = [  # the database names that callers reach through this module

@@ -330,3 +330,26 @@ def test_shards_report_deselected_items_and_split_plain_tests(
         # -k deselects c11's two items in every shard; the shard deselects the rest of the others' items.
         assert outcomes["deselected"] == 25 - outcomes.get("passed", 0)
     assert sum(ran) == 2 * 11 + 1  # every item in exactly one shard, the plain test included
+
+
+def test_a_shard_that_gets_no_case_still_records_its_run(pytester: pytest.Pytester, fake_openai: Any) -> None:
+    """With fewer cases than shards some shards run nothing: they exit 0 and leave a folder to merge."""
+    from pytest_llmeval import cli
+
+    (pytester.path / "models.yaml").write_text(MODELS_YAML.format(url=fake_openai.base_url))
+    (pytester.path / "cases.jsonl").write_text(
+        json.dumps({"id": "only", "prompt": "w1", "expected": "w1"}) + "\n"
+    )
+    pytester.makepyfile(test_evals=EVAL_TEST)
+    args = ["--model", "a,b", "--models-file", "models.yaml", "--cache", "off", "-p", "no:cacheprovider"]
+    for k in (1, 2, 3):
+        result = pytester.runpytest(*args, "--shard", f"{k}/3", "--output", f"runs/s{k}")
+        assert result.ret == 0
+        assert summary(pytester.path / "runs" / f"s{k}")["run"]["shard"] == {"index": k, "count": 3}
+    counts = [summary(pytester.path / "runs" / f"s{k}")["run"]["n_results"] for k in (1, 2, 3)]
+    assert sorted(counts) == [0, 0, 2]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(pytester.path)
+        assert cli.main(["merge", "runs/s1", "runs/s2", "runs/s3", "--output", "runs/m"]) == 0
+    merged = summary(pytester.path / "runs" / "m")
+    assert merged["run"]["n_results"] == 2 and [a["pass_rate"] for a in merged["aggregates"]] == [1.0, 1.0]
