@@ -186,7 +186,7 @@ class LLMEvalSession:
             run_id=self.run_id,
             started=self.started,
             models=self.selected,
-            model_specs=self._model_specs() if self.records.results else {},
+            model_specs=self._model_specs() if self.records.results or self.shard else {},
             datasets=self.collection.datasets,
             records=list(self.records.results.values()),
             judge_note=lambda aggs: judge_agreement(

@@ -259,6 +259,8 @@ class MetricsStore:
             "stats": _dumps(outcome.stats.to_dict() if outcome.stats is not None else None),
             "datasets": _dumps(dict(outcome.datasets)),
         }
+        if outcome.model_specs:  # a shard's row may be written before collection loaded the models
+            update["model_specs"] = _dumps(dict(outcome.model_specs))
 
         def write_end(conn: sqlite3.Connection) -> None:
             if not self.n_results and not self.keep_empty:

@@ -341,11 +341,15 @@ def test_a_shard_that_gets_no_case_still_records_its_run(pytester: pytest.Pytest
         json.dumps({"id": "only", "prompt": "w1", "expected": "w1"}) + "\n"
     )
     pytester.makepyfile(test_evals=EVAL_TEST)
-    args = ["--model", "a,b", "--models-file", "models.yaml", "--cache", "off", "-p", "no:cacheprovider"]
+    # The models come from the ini key here: a shard's run row is written before they are loaded.
+    pytester.makeini("[pytest]\nllmeval_model = a,b\nllmeval_models_file = models.yaml\n")
+    args = ["--cache", "off", "-p", "no:cacheprovider"]
     for k in (1, 2, 3):
         result = pytester.runpytest(*args, "--shard", f"{k}/3", "--output", f"runs/s{k}")
         assert result.ret == 0
-        assert summary(pytester.path / "runs" / f"s{k}")["run"]["shard"] == {"index": k, "count": 3}
+        run = summary(pytester.path / "runs" / f"s{k}")["run"]
+        assert run["shard"] == {"index": k, "count": 3} and run["datasets"]
+        assert all(run["model_specs"][m]["cache_identity"] for m in ("a", "b"))
     counts = [summary(pytester.path / "runs" / f"s{k}")["run"]["n_results"] for k in (1, 2, 3)]
     assert sorted(counts) == [0, 0, 2]
     with pytest.MonkeyPatch.context() as mp:
