@@ -341,7 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--output", default=None, metavar="DIR", help="the merged run's folder (default <runs dir>/<run id>)"
     )
-    add_gate_options(sp.add_argument)  # as for pytest; left out, the ini keys apply, as in a run
+    # The gate options of pytest; left out, the project's ini keys apply, as in a run.
+    add_gate_options(
+        sp.add_argument, "baseline to gate the merged run with (default: the ini llmeval_baseline)"
+    )
     sp.set_defaults(func=cmd_merge)
 
     sp = sub.add_parser("models", help="configured models and whether each can run here")

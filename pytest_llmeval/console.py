@@ -51,15 +51,12 @@ def arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-HELP_BASELINE = "baseline JSON file to compare aggregates with; the gate decides the exit status"
-
-
-def add_gate_options(add: Callable[..., Any]) -> None:
+def add_gate_options(add: Callable[..., Any], baseline_help: str) -> None:
     """The gate's options, added with ``add``: pytest's ``group.addoption`` for a run, argparse's
     ``add_argument`` for ``llmeval merge`` (same flags, same parsing, same destinations)."""
     from .gate import parse_floor, parse_tolerance
 
-    add("--baseline", default=None, metavar="PATH", help=HELP_BASELINE)
+    add("--baseline", default=None, metavar="PATH", help=baseline_help)
     add(
         "--save-baseline",
         nargs="?",

@@ -76,13 +76,9 @@ def parse_tolerance(text: str) -> Tolerance:
         raise ValueError(f"bad tolerance {text!r}: unknown metric name {metric!r}")
     lower_better = metric in LOWER_IS_BETTER
     if lower_better and delta < 0:
-        raise ValueError(
-            f"bad tolerance {text!r}: {metric} is lower-is-better, so its tolerance is an increase (+)"
-        )
+        raise ValueError(f"bad tolerance {text!r}: {metric} is lower-is-better, so its tolerance is an increase (+)")
     if not lower_better and delta > 0:
-        raise ValueError(
-            f"bad tolerance {text!r}: {metric} is higher-is-better, so its tolerance is a drop (-)"
-        )
+        raise ValueError(f"bad tolerance {text!r}: {metric} is higher-is-better, so its tolerance is a drop (-)")
     return Tolerance(metric, delta, pct)
 
 
@@ -105,9 +101,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def bootstrap_delta(
-    base: list[float], cur: list[float], stat: str = "mean", seed: int = 0
-) -> tuple[float, float]:
+def bootstrap_delta(base: list[float], cur: list[float], stat: str = "mean", seed: int = 0) -> tuple[float, float]:
     """Paired bootstrap 95% interval of stat(cur) - stat(base) over shared cases."""
     import numpy as np
 
@@ -171,7 +165,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
             f"baseline {p} is not valid JSON ({e}); restore it from git or recreate it with --save-baseline"
         ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ConfigError(f'baseline {p} is not a pytest-llmeval baseline (missing "format": "{FORMAT}")')
+        raise ConfigError(f"baseline {p} is not a pytest-llmeval baseline (missing \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:
         raise ConfigError(
             f"baseline {p} has format version {data.get('version')!r}; this plugin reads version {VERSION}. "
@@ -220,9 +214,7 @@ def save_baseline(
 
     errors = sum(a.errors for a in aggregates)
     if errors and not force:
-        raise ConfigError(
-            f"{errors} item(s) errored; a baseline from incomplete data is refused (--force-save-baseline)"
-        )
+        raise ConfigError(f"{errors} item(s) errored; a baseline from incomplete data is refused (--force-save-baseline)")
     p = Path(path)
     entries: dict[str, Any] = {}
     if p.is_file():
@@ -296,9 +288,7 @@ class Verdict:
 
         tw.write_sep("-", f"llmeval gate ({self.mode})")
         if self.rows:
-            tw.write_line(
-                f"{'test [model]':<48} {'metric':<22} {'baseline':>9} {'current':>9} {'delta [95% CI]':<28} verdict"
-            )
+            tw.write_line(f"{'test [model]':<48} {'metric':<22} {'baseline':>9} {'current':>9} {'delta [95% CI]':<28} verdict")
         for r in self.rows:
             name = safe_terminal(f"{r.test.split('::')[-1]} [{r.model}]", 48)
             delta = "" if r.delta is None else f"{r.delta:+.3f}"
@@ -355,9 +345,7 @@ def compare(
             cur = _current_metric(a, fl.metric)
             lower_better = fl.metric in LOWER_IS_BETTER
             bad = cur is None or (cur > fl.value if lower_better else cur < fl.value)
-            v.rows.append(
-                Row(a.test, a.model, fl.metric, None, cur, status="FAIL" if bad else "ok", rule=f"floor {fl}")
-            )
+            v.rows.append(Row(a.test, a.model, fl.metric, None, cur, status="FAIL" if bad else "ok", rule=f"floor {fl}"))
             if bad:
                 v.fail(f"{a.test} [{a.model}]: {fl.metric} = {_fmt(cur)} breaks the floor {fl}")
         if entries is None:
@@ -370,11 +358,7 @@ def compare(
             else:
                 v.notes.append(msg + "; not gated (save one with --save-baseline)")
             continue
-        if (
-            datasets
-            and entry.get("dataset_hash")
-            and datasets.get(a.test) not in (None, entry["dataset_hash"])
-        ):
+        if datasets and entry.get("dataset_hash") and datasets.get(a.test) not in (None, entry["dataset_hash"]):
             v.notes.append(f"{a.test}: the dataset changed since the baseline (hash differs)")
         base_cases = entry.get("cases", {})
         shared = sorted(set(base_cases) & set(a.cases))
@@ -391,9 +375,7 @@ def compare(
     return v
 
 
-def _paired(
-    base_cases: dict[str, Any], cur_cases: dict[str, Any], shared: list[str], key: str
-) -> tuple[list[float], list[float]]:
+def _paired(base_cases: dict[str, Any], cur_cases: dict[str, Any], shared: list[str], key: str) -> tuple[list[float], list[float]]:
     b, c = [], []
     for cid in shared:
         bv, cv = base_cases[cid].get(key), cur_cases[cid].get(key)
@@ -413,15 +395,7 @@ def _discordant(base: list[float], cur: list[float]) -> tuple[int, int]:
     return lost, won
 
 
-def _check(
-    a: Any,
-    entry: dict[str, Any],
-    base_cases: dict[str, Any],
-    shared: list[str],
-    tol: Tolerance,
-    mode: str,
-    v: Verdict,
-) -> Row:
+def _check(a: Any, entry: dict[str, Any], base_cases: dict[str, Any], shared: list[str], tol: Tolerance, mode: str, v: Verdict) -> Row:
     metric = tol.metric
     cur_cases = a.cases
     lower_better = metric in LOWER_IS_BETTER
@@ -455,17 +429,11 @@ def _check(
     worse = row.delta > allowed + 1e-12 if lower_better else row.delta < allowed - 1e-12
     if worse and (mode == "strict" or significant):
         row.status = "FAIL"
-        row.rule = f"tolerance {tol}" + (
-            ""
-            if mode == "strict"
-            else (f", significant (p={p_value:.3g})" if p_value is not None else ", significant (95% CI)")
-        )
+        row.rule = f"tolerance {tol}" + ("" if mode == "strict" else (f", significant (p={p_value:.3g})" if p_value is not None else ", significant (95% CI)"))
         v.fail(f"{a.test} [{a.model}]: {metric} {_fmt(base_v)} -> {_fmt(cur_v)} exceeds {row.rule}")
     elif worse:
         row.status = "ok"
-        row.rule = f"beyond tolerance {tol} but not significant" + (
-            f" (p={p_value:.3g})" if p_value is not None else ""
-        )
+        row.rule = f"beyond tolerance {tol} but not significant" + (f" (p={p_value:.3g})" if p_value is not None else "")
     else:
         row.rule = f"within {tol}"
     return row

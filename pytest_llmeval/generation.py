@@ -46,9 +46,7 @@ class Generation:
         try:
             self.progress_every = max(0.1, float(raw))
         except ValueError:
-            raise pytest.UsageError(
-                f"ini key llmeval_progress_every: expected seconds, got {raw!r}"
-            ) from None
+            raise pytest.UsageError(f"ini key llmeval_progress_every: expected seconds, got {raw!r}") from None
 
     # -- the scheduler ------------------------------------------------------------------------
     def scheduler(self) -> Any:
@@ -137,10 +135,7 @@ class Generation:
             messages = load_template(Path(item.path).parent / prompt).render(case.data, case.id)
         else:
             messages = default_messages(case.data)
-        params = {
-            **self.selection.spec(model).params,
-            **((mark.kwargs.get("params") if mark else None) or {}),
-        }
+        params = {**self.selection.spec(model).params, **((mark.kwargs.get("params") if mark else None) or {})}
         item.stash[MESSAGES_KEY] = messages
         return model, Request.make(messages, **params)
 
@@ -281,7 +276,5 @@ class Generation:
         lines = ["llmeval cost estimate (prompt tokens ~ chars/4; completion = max_tokens bound):"]
         for model, (n, pt, ct) in per.items():
             cost = self.selection.spec(model).cost(pt, ct)
-            lines.append(
-                f"  {model}: {n} items, ~{pt} prompt tokens, <= {ct} completion tokens, <= ${cost:.4f}"
-            )
+            lines.append(f"  {model}: {n} items, ~{pt} prompt tokens, <= {ct} completion tokens, <= ${cost:.4f}")
         return lines

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .console import HELP_BASELINE, add_gate_options, arg_type
+from .console import add_gate_options, arg_type
 from .session import SESSION_KEY, LLMEvalSession
 from .shards import parse_shard
 
@@ -19,6 +19,7 @@ HELP_MODEL = "model(s) from the models file to run evals against; repeatable and
 HELP_MODELS_FILE = "models.yaml to read (default: evals/models.yaml)"
 HELP_JUDGE = "model that judges answers for the judge fixture (default: gpt-4o-mini with a key, else smollm2)"
 HELP_CACHE = "response cache mode: rw (default), ro, off, refresh"
+HELP_BASELINE = "baseline JSON file to compare aggregates with; the gate decides the exit status"
 
 
 def _cost(value: str) -> float:
@@ -41,48 +42,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llmeval", "LLM evaluation (pytest-llmeval)")
     group.addoption("--model", action="append", default=[], metavar="NAME", help=HELP_MODEL)
     group.addoption("--models-file", default=None, metavar="PATH", help=HELP_MODELS_FILE)
-    group.addoption(
-        "--list-models", action="store_true", help="list configured models and whether each can run here"
-    )
+    group.addoption("--list-models", action="store_true", help="list configured models and whether each can run here")
     group.addoption("--judge", default=None, metavar="NAME", help=HELP_JUDGE)
-    group.addoption(
-        "--judge-samples", type=int, default=None, metavar="N", help="judge verdicts per answer (majority)"
-    )
-    group.addoption(
-        "--cache", dest="llmeval_cache", type=_cache_mode, default=None, metavar="MODE", help=HELP_CACHE
-    )
-    group.addoption(
-        "--cache-path", dest="llmeval_cache_path", default=None, metavar="PATH", help="response cache file"
-    )
+    group.addoption("--judge-samples", type=int, default=None, metavar="N", help="judge verdicts per answer (majority)")
+    group.addoption("--cache", dest="llmeval_cache", type=_cache_mode, default=None, metavar="MODE", help=HELP_CACHE)
+    group.addoption("--cache-path", dest="llmeval_cache_path", default=None, metavar="PATH", help="response cache file")
     group.addoption(
         "--no-scheduler",
         action="store_true",
         help="generate one request at a time when each test runs (for debugging)",
     )
+    group.addoption("--max-cost", type=_cost, default=None, metavar="USD", help="stop submitting requests past this spend")
     group.addoption(
-        "--max-cost", type=_cost, default=None, metavar="USD", help="stop submitting requests past this spend"
+        "--estimate-cost", action="store_true", help="with --collect-only: print token and cost estimates per model"
     )
-    group.addoption(
-        "--estimate-cost",
-        action="store_true",
-        help="with --collect-only: print token and cost estimates per model",
-    )
-    add_gate_options(group.addoption)
-    group.addoption(
-        "--metrics-db", default=None, metavar="PATH", help="SQLite metrics database (default data/metrics.db)"
-    )
-    group.addoption(
-        "--no-metrics", action="store_true", help="do not write the metrics database or run folder"
-    )
-    group.addoption(
-        "--output",
-        dest="llmeval_output",
-        default=None,
-        metavar="DIR",
-        help="run folder (default data/runs/<run id>)",
-    )
-    group.addoption("--no-llmeval-report", action="store_true", help="do not write the default HTML report")
-    group.addoption("--otel", action="store_true", help="emit OpenTelemetry traces (also ENABLE_OTEL=true)")
+    add_gate_options(group.addoption, HELP_BASELINE)
+    group.addoption("--metrics-db", default=None, metavar="PATH", help="SQLite metrics database (default data/metrics.db)")
+    group.addoption("--no-metrics", action="store_true", help="do not write the metrics database or run folder")
+    group.addoption("--output", dest="llmeval_output", default=None, metavar="DIR", help="run folder (default data/runs/<run id>)")
     group.addoption(
         "--shard",
         dest="llmeval_shard",
@@ -92,6 +69,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run shard K of N: a deterministic 1/N of the cases, chosen by test and case id (every model of "
         "a case in the same shard); not gated: `llmeval merge` joins the shards' run folders and gates",
     )
+    group.addoption("--no-llmeval-report", action="store_true", help="do not write the default HTML report")
+    group.addoption("--otel", action="store_true", help="emit OpenTelemetry traces (also ENABLE_OTEL=true)")
 
     parser.addini("llmeval_model", HELP_MODEL, default="")
     parser.addini("llmeval_models_file", HELP_MODELS_FILE, default="evals/models.yaml")
@@ -99,12 +78,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llmeval_cache", HELP_CACHE, default="rw")
     parser.addini("llmeval_cache_path", "response cache file", default=".llmeval/cache.sqlite")
     parser.addini("llmeval_baseline", HELP_BASELINE, default="")
-    parser.addini(
-        "llmeval_tolerance", "default tolerances, one per line (METRIC:DELTA)", type="linelist", default=[]
-    )
-    parser.addini(
-        "llmeval_fail_under", "default floors, one per line (METRIC=VALUE)", type="linelist", default=[]
-    )
+    parser.addini("llmeval_tolerance", "default tolerances, one per line (METRIC:DELTA)", type="linelist", default=[])
+    parser.addini("llmeval_fail_under", "default floors, one per line (METRIC=VALUE)", type="linelist", default=[])
     parser.addini("llmeval_metrics_db", "SQLite metrics database", default="data/metrics.db")
     parser.addini("llmeval_runs_dir", "where run folders go", default="data/runs")
     parser.addini(
@@ -135,9 +110,7 @@ _ACTIVE: list[LLMEvalSession] = []
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-html's, which reads the report path we may default
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "llmeval_dataset(path, prompt, params): parametrize a test over dataset cases"
-    )
+    config.addinivalue_line("markers", "llmeval_dataset(path, prompt, params): parametrize a test over dataset cases")
     config.addinivalue_line("markers", "slow: a slow test (deselect with -m 'not slow')")
     session = LLMEvalSession(config)
     config.stash[SESSION_KEY] = session

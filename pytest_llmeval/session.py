@@ -47,6 +47,12 @@ class LLMEvalSession:
         self.collection = Collection(config, self.selection)
         self.generation = Generation(config, self.selection, self.is_worker)
         self.records = Records(self.is_worker)
+        self.shard = config.getoption("llmeval_shard", None)  # shards.Shard, from --shard K/N
+        self.shard_dropped = 0  # items this shard left to the others
+        if self.shard is not None:
+            from .shards import check_options
+
+            check_options(config)
         self.current_item: pytest.Item | None = None  # what the model, case and completion fixtures read
         self.estimate_lines: list[str] = []
         self.store: Any = None  # the metrics store and run folder writer (controller only)
@@ -56,12 +62,6 @@ class LLMEvalSession:
         self.pytest_session: pytest.Session | None = None
         if self.selection.explicit and not config.getoption("list_models"):
             self.selection.validate(check_runnable=not self.is_worker)
-        self.shard = config.getoption("llmeval_shard", None)  # shards.Shard, from --shard K/N
-        self.shard_dropped = 0  # items this shard left to the others
-        if self.shard is not None:
-            from .shards import check_options
-
-            check_options(config)
 
     @property
     def selected(self) -> list[str]:

@@ -299,11 +299,7 @@ class MetricsStore:
             self._warn("run_dir", f"run folder {self.run_dir} not written: {e}")
 
     def _write_summary(
-        self,
-        outcome: RunOutcome,
-        run: dict[str, Any],
-        verdict: dict[str, Any] | None,
-        aggregates: list[Aggregate],
+        self, outcome: RunOutcome, run: dict[str, Any], verdict: dict[str, Any] | None, aggregates: list[Aggregate]
     ) -> None:
         from .gate import write_json_atomic
 
@@ -442,6 +438,7 @@ def open_run(
         lazy=shard is None,
         keep_empty=shard is not None,
     )
+
 
 
 __all__ = [  # the database names that callers reach through this module

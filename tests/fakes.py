@@ -105,10 +105,7 @@ class FakeOpenAIServer:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
-                    body = {
-                        "object": "list",
-                        "data": [{"id": server.model, "object": "model", "owned_by": "fake"}],
-                    }
+                    body = {"object": "list", "data": [{"id": server.model, "object": "model", "owned_by": "fake"}]}
                     self._json(200, body)
                 else:
                     self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
@@ -191,29 +188,14 @@ class FakeOpenAIServer:
         if fault == "429":
             h._json(
                 429,
-                {
-                    "error": {
-                        "message": "Rate limit reached",
-                        "type": "rate_limit_error",
-                        "param": None,
-                        "code": "rate_limit_exceeded",
-                    }
-                },
+                {"error": {"message": "Rate limit reached", "type": "rate_limit_error", "param": None,
+                           "code": "rate_limit_exceeded"}},
                 {"retry-after": f"{self.retry_after:g}"},
             )
             return
         if fault in ("500", "503"):
-            h._json(
-                int(fault),
-                {
-                    "error": {
-                        "message": "The server had an error",
-                        "type": "server_error",
-                        "param": None,
-                        "code": None,
-                    }
-                },
-            )
+            h._json(int(fault), {"error": {"message": "The server had an error", "type": "server_error",
+                                           "param": None, "code": None}})
             return
         if fault == "reset":
             _reset(h)
