@@ -90,11 +90,7 @@ class Generation:
     # -- vLLM servers ---------------------------------------------------------------------------
     def start_servers(self) -> None:
         """Start one vLLM server per base model of the selected ``vllm_server`` models without a URL."""
-        wanted = [
-            s
-            for s in self.selection.loaded_specs()
-            if s.type == "vllm_server" and not s.base_url and not s.replicas  # type: ignore[attr-defined]
-        ]
+        wanted = [s for s in self.selection.loaded_specs() if s.type == "vllm_server" and not s.base_url]  # type: ignore[attr-defined]
         if not wanted:
             return
         from .backends.vllm_pool import plan_servers, start_servers

