@@ -5,13 +5,15 @@
     llmeval runs [--limit 20]
     llmeval export --format csv|json|prometheus [--run ID|latest] [--output FILE] [--pushgateway URL]
     llmeval compare [--baseline RUN] [--current RUN] [--html PATH | --no-html]
+    llmeval merge RUN_DIR... [--output DIR] [--baseline FILE] [--tolerance ...] [--fail-under ...]
 
 Default paths are those a ``pytest`` run in the current directory uses: under
 its rootdir (the folder of the nearest ``pytest.ini`` / ``pyproject.toml`` /
 ``tox.ini`` / ``setup.cfg``, see :mod:`pytest_llmeval.paths`), ``data/metrics.db``
 and ``data/runs`` unless that file's ini keys ``llmeval_metrics_db`` /
 ``llmeval_runs_dir`` say otherwise. ``--db PATH`` picks another database.
-Exit status: 0 done, 1 failed (e.g. a push), 2 usage error.
+Exit status: 0 done, 1 failed (e.g. a push, or the merged run's gate), 2 usage error
+(e.g. run folders that ``merge`` refuses).
 """
 
 from __future__ import annotations
@@ -184,6 +186,79 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .merge import MergeError, check_together, load_shard, merge, new_run_id, write_merged
+    from .redact import redact
+    from .summary import write_summary
+
+    paths = _paths()
+    try:
+        runs = [load_shard(p) for p in args.runs]
+        check_together(runs)
+    except MergeError as e:
+        raise UsageError(str(e)) from None
+    run_id = new_run_id()
+    out = Path(args.output) if args.output else paths.runs_dir / run_id
+    if (out / "summary.json").exists() or (out / "results.jsonl").exists():
+        raise UsageError(f"{out} already holds a run; pass another --output or remove it")
+    gate = _merge_gate(args, paths)
+    outcome = merge(runs, gate, run_id=run_id, run_dir=out.resolve())
+    write_merged(
+        outcome,
+        runs,
+        db_path=_db_path(args),
+        command=redact(shlex.join(["llmeval", *args.argv])),
+        rootdir=paths.rootdir,
+        warn=lambda msg: print(msg, file=sys.stderr),
+    )
+    write_summary(_Terminal(), outcome)
+    print(f"merged {len(runs)} shards into run {outcome.run_id}")
+    return EXIT_OK if outcome.exit_status == 0 else EXIT_FAILED
+
+
+def _merge_gate(args: argparse.Namespace, paths: Any) -> Any:
+    """The gate options of ``llmeval merge``: its arguments, else the project's ini keys (as a run)."""
+    from .gate import parse_floor, parse_tolerance
+    from .outcome import GateOptions
+
+    baseline = args.baseline
+    ini_baseline = paths.settings.get("llmeval_baseline")
+    if baseline is None and ini_baseline:
+        baseline = str(paths.rootdir / ini_baseline)
+    try:
+        tolerances = args.tolerance or [parse_tolerance(t) for t in paths.ini_lines("llmeval_tolerance")]
+        floors = args.fail_under or [parse_floor(f) for f in paths.ini_lines("llmeval_fail_under")]
+    except ValueError as e:
+        raise UsageError(f"{paths.inifile}: {e}") from None
+    save = args.save_baseline
+    if save is not None:
+        save = save or baseline or str(paths.rootdir / "evals" / "baseline.json")
+    return GateOptions(
+        baseline=baseline,
+        baseline_explicit=args.baseline is not None,
+        save=save,
+        force_save=args.force_save_baseline,
+        tolerances=tuple(tolerances),
+        floors=tuple(floors),
+        mode=args.gate_mode or "significant",
+        require_baseline=args.require_baseline,
+        root=paths.rootdir,
+    )
+
+
+class _Terminal:
+    """What ``summary.write_summary`` writes to: lines and separators on stdout, no colours."""
+
+    def write_line(self, line: str, **markup: bool) -> None:
+        print(line)
+
+    def write_sep(self, sep: str, title: str = "", **markup: bool) -> None:
+        side = max(3, (100 - len(title) - 2) // 2)
+        print(f"{sep * side} {title} {sep * side}" if title else sep * 100)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .models import known_models
@@ -260,6 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("--no-html", action="store_true", help="print the table only, write no page")
     sp.set_defaults(func=cmd_compare)
 
+    from .console import add_gate_options
+
+    sp = sub.add_parser(
+        "merge",
+        parents=[common],
+        help="join the run folders of a sharded run (pytest --shard K/N) into one run, and gate it",
+        description="Join the run folders of a sharded run into one run (a run folder, a database run, an "
+        "HTML report) and gate it against the baseline as if the cases had run in one pytest run. Refuses "
+        "folders that are not the shards of one run. Exit status: 0 passed, 1 the gate failed (or, without a "
+        "gate, an item failed), 2 refused.",
+    )
+    sp.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="the run folders of the shards (their --output)"
+    )
+    sp.add_argument(
+        "--output", default=None, metavar="DIR", help="the merged run's folder (default <runs dir>/<run id>)"
+    )
+    # The gate options of pytest; left out, the project's ini keys apply, as in a run.
+    add_gate_options(
+        sp.add_argument, "baseline to gate the merged run with (default: the ini llmeval_baseline)"
+    )
+    sp.set_defaults(func=cmd_merge)
+
     sp = sub.add_parser("models", help="configured models and whether each can run here")
     sp.add_argument(
         "--models-file",
@@ -285,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse printed the usage error (2) or the help (0)
         return int(e.code or 0) if isinstance(e.code, int) else EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except UsageError as e:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,60 @@ def invocation_path(config: pytest.Config, p: str) -> str:
     """A path as the user typed it: relative to the directory pytest was started in."""
     path = Path(p)
     return str(path if path.is_absolute() else Path(config.invocation_params.dir) / path)
+
+
+def arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` from a parser that raises ValueError: a bad value is a usage error
+    when the command line is read, with the parser's message."""
+
+    def convert(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
+
+
+def add_gate_options(add: Callable[..., Any], baseline_help: str) -> None:
+    """The gate's options, added with ``add``: pytest's ``group.addoption`` for a run, argparse's
+    ``add_argument`` for ``llmeval merge`` (same flags, same parsing, same destinations)."""
+    from .gate import parse_floor, parse_tolerance
+
+    add("--baseline", default=None, metavar="PATH", help=baseline_help)
+    add(
+        "--save-baseline",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="write the baseline file from this run (default path: the --baseline / ini path)",
+    )
+    add("--force-save-baseline", action="store_true", help="save the baseline even if items errored")
+    add(
+        "--tolerance",
+        action="append",
+        type=arg_type(parse_tolerance),
+        default=[],
+        metavar="METRIC:DELTA",
+        help="allowed change, e.g. pass_rate:-0.02, latency_p95:+25%%, cost:+10%%",
+    )
+    add(
+        "--fail-under",
+        action="append",
+        type=arg_type(parse_floor),
+        default=[],
+        metavar="METRIC=VALUE",
+        help="absolute floor, e.g. pass_rate=0.8",
+    )
+    add(
+        "--gate-mode",
+        choices=("significant", "strict"),
+        default=None,
+        help="significant (default): a drop must exceed its tolerance and be statistically significant; "
+        "strict: the tolerance alone",
+    )
+    add("--require-baseline", action="store_true", help="fail when a model has no baseline entry")
 
 
 def split_models(values: list[str]) -> list[str]:

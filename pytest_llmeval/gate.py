@@ -426,26 +426,3 @@ def _check(
     else:
         row.rule = f"within {tol}"
     return row
-
-
-def evaluate(config: Any, aggregates: list[Any], datasets: dict[str, str], baseline_path: str | None) -> Verdict:
-    """Run the gate on a run's aggregates with the options and ini keys of ``config``."""
-    tolerances = list(config.getoption("tolerance") or [])
-    if not tolerances:
-        tolerances = [parse_tolerance(t) for t in config.getini("llmeval_tolerance")]
-    floors = list(config.getoption("fail_under") or [])
-    if not floors:
-        floors = [parse_floor(f) for f in config.getini("llmeval_fail_under")]
-    mode = config.getoption("gate_mode") or "significant"
-    entries = load_baseline(baseline_path)["entries"] if baseline_path else None
-    return compare(
-        entries,
-        aggregates,
-        tolerances=tolerances,
-        floors=floors,
-        mode=mode,
-        require_baseline=config.getoption("require_baseline"),
-        datasets=datasets,
-    )
-
-

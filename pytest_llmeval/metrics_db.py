@@ -84,6 +84,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX runs_started ON runs(started)",
         "CREATE INDEX results_case ON results(test, model, case_id)",
     ),
+    (  # sharded runs (--shard K/N) and the runs `llmeval merge` builds from them
+        "ALTER TABLE runs ADD COLUMN shard TEXT",  # "K/N" for a shard run; NULL otherwise
+        "ALTER TABLE runs ADD COLUMN merged_from TEXT",  # JSON list of the shard run ids of a merged run
+    ),
 ]
 
 RESULT_COLUMNS = (

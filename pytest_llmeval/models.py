@@ -132,13 +132,18 @@ class ModelSpec:
         return self.source if self.source == BUILTIN_SOURCE or not self.line else f"{self.source}:{self.line}"
 
     def summary(self) -> dict[str, Any]:
-        """What a run records about the model (type, weights, adapter, spec hash)."""
+        """What a run records about the model (type, weights, adapter, spec hash, cache identity)."""
         return {
             "type": self.type,
             "model": self.weights(),
             "adapter": self.adapter_path(),
             "spec_hash": self.spec_hash(),
+            "cache_identity": self.identity_hash(),
         }
+
+    def identity_hash(self) -> str:
+        """A short hash of :meth:`identity`: equal when two runs' completions are interchangeable."""
+        return hashlib.sha256(self.identity().encode()).hexdigest()[:16]
 
     @classmethod
     def allowed_keys(cls) -> set[str]:

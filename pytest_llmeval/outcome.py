@@ -1,7 +1,8 @@
 """The end of a run: records -> aggregates, paired model comparisons, gate verdict -> :class:`RunOutcome`.
 
-Built once, at ``pytest_sessionfinish``, in the controller. Every output (the
-terminal summary, the HTML report, the metrics store and run folder, the
+Built once, at ``pytest_sessionfinish``, in the controller, or by ``llmeval merge``
+from the folders of shard runs, by the same :func:`build_outcome`. Every output
+(the terminal summary, the HTML report, the metrics store and run folder, the
 tracer) receives this finished, immutable object; none reads the live session.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 
 from .console import invocation_path, option_or_ini
 from .errors import ConfigError
-from .gate import ModelComparison, Verdict, compare_models
+from .gate import Floor, ModelComparison, Tolerance, Verdict, compare_models
 from .results import Aggregate, CaseResult, aggregate
 
 
@@ -35,9 +37,9 @@ class GenerationStats:
 
     @classmethod
     def of(cls, stats: Any) -> GenerationStats | None:
-        """A snapshot of ``scheduler.Stats`` (None when nothing was generated)."""
-        if stats is None:
-            return None
+        """A snapshot of ``scheduler.Stats`` (None when nothing was generated); a snapshot passes through."""
+        if stats is None or isinstance(stats, GenerationStats):
+            return stats
         first = None if stats.first_done is None else stats.first_done - stats.started
         return cls(stats.submitted, stats.done, stats.cached, stats.failed, stats.retries, stats.spent, first)
 
@@ -81,6 +83,59 @@ class RunOutcome:
 
 
 @dataclass(frozen=True)
+class GateOptions:
+    """What the gate step reads, resolved: from a run's options and ini keys (:meth:`from_config`),
+    or from ``llmeval merge``'s arguments, so that a merged run is gated by the same code."""
+
+    baseline: str | None = None  # the baseline file to compare with
+    baseline_explicit: bool = False  # given on the command line: a missing file is an error, not a note
+    save: str | None = None  # where to save a baseline from this run; None: do not save
+    force_save: bool = False
+    tolerances: tuple[Tolerance, ...] = ()
+    floors: tuple[Floor, ...] = ()
+    mode: str = "significant"
+    require_baseline: bool = False
+    root: Path = Path(".")  # the repository whose commit a saved baseline records
+    deferred: str | None = None  # why this run is not gated here (a shard: the merge gates)
+    error: str | None = None  # a bad ini tolerance or floor: the gate fails with it
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> GateOptions:
+        """The gate options of a pytest run: command line first, then the ini keys."""
+        from .gate import parse_floor, parse_tolerance
+
+        baseline = option_or_ini(config, "baseline", "llmeval_baseline") or None
+        save = config.getoption("save_baseline")
+        target = None
+        if save is not None:
+            target = invocation_path(config, save or baseline or "evals/baseline.json")
+        error = None
+        tolerances = list(config.getoption("tolerance") or [])
+        floors = list(config.getoption("fail_under") or [])
+        try:
+            tolerances = tolerances or [parse_tolerance(t) for t in config.getini("llmeval_tolerance")]
+            floors = floors or [parse_floor(f) for f in config.getini("llmeval_fail_under")]
+        except ValueError as e:
+            error = f"ini key llmeval_tolerance / llmeval_fail_under: {e}"
+        shard = config.getoption("llmeval_shard", None)
+        return cls(
+            baseline=invocation_path(config, baseline) if baseline else None,
+            baseline_explicit=bool(config.getoption("baseline")),
+            save=target,
+            force_save=bool(config.getoption("force_save_baseline")),
+            tolerances=tuple(tolerances),
+            floors=tuple(floors),
+            mode=config.getoption("gate_mode") or "significant",
+            require_baseline=bool(config.getoption("require_baseline")),
+            root=Path(config.rootpath),
+            deferred=None
+            if shard is None
+            else f"shard {shard}: not gated here; `llmeval merge` gates the merged run",
+            error=error,
+        )
+
+
+@dataclass(frozen=True)
 class GateResult:
     """What the gate step decided: a verdict (or why there is none) and the saved baseline."""
 
@@ -88,61 +143,78 @@ class GateResult:
     note: str | None = None
     saved: str | None = None
     save_error: str | None = None
+    deferred: bool = False  # a shard: the verdict belongs to the merged run
 
 
 def run_gate(
-    config: pytest.Config, aggregates: list[Aggregate], datasets: dict[str, str], spec_hashes: dict[str, str | None]
+    options: GateOptions,
+    aggregates: list[Aggregate],
+    datasets: dict[str, str],
+    spec_hashes: dict[str, str | None],
 ) -> GateResult:
     """Compare with the baseline (and floors), and save a baseline when asked."""
     from . import gate
 
-    baseline_path = option_or_ini(config, "baseline", "llmeval_baseline")
-    save = config.getoption("save_baseline")
-    explicit_baseline = bool(config.getoption("baseline"))
+    if options.deferred:
+        return GateResult(note=options.deferred, deferred=True)
+    baseline_path = options.baseline
     note = None
-    if baseline_path:
-        baseline_path = invocation_path(config, baseline_path)
-    if baseline_path and not explicit_baseline and not Path(baseline_path).is_file():
+    if baseline_path and not options.baseline_explicit and not Path(baseline_path).is_file():
         # An ini default that does not exist yet is not an error: nothing to compare with.
         note = f"no baseline at {baseline_path}; not gated"
         baseline_path = None
-    if baseline_path and save is not None and not Path(baseline_path).is_file():
+    if baseline_path and options.save is not None and not Path(baseline_path).is_file():
         baseline_path = None
     verdict = None
-    if baseline_path:
+    checks = {
+        "tolerances": list(options.tolerances),
+        "floors": list(options.floors),
+        "mode": options.mode,
+        "require_baseline": options.require_baseline,
+        "datasets": datasets,
+    }
+    if options.error:
+        verdict = Verdict.error(options.error)
+    elif baseline_path:
         try:
-            verdict = gate.evaluate(config, aggregates, datasets, baseline_path)
+            verdict = gate.compare(gate.load_baseline(baseline_path)["entries"], aggregates, **checks)
         except ConfigError as e:
             verdict = Verdict.error(str(e))
-    elif config.getoption("fail_under") or config.getini("llmeval_fail_under"):
-        verdict = gate.evaluate(config, aggregates, datasets, None)
+    elif options.floors:
+        verdict = gate.compare(None, aggregates, **checks)
     saved = save_error = None
-    if save is not None:
-        target = invocation_path(config, save or option_or_ini(config, "baseline", "llmeval_baseline") or "evals/baseline.json")
+    if options.save is not None:
         try:
             saved = gate.save_baseline(
-                target, aggregates, datasets, spec_hashes, config.rootpath,
-                force=config.getoption("force_save_baseline"),
+                options.save, aggregates, datasets, spec_hashes, options.root, force=options.force_save
             )
         except ConfigError as e:
             save_error = str(e)
     return GateResult(verdict, note, saved, save_error)
 
 
-def exit_status_after_gate(status: int, result: GateResult) -> int:
-    """With a gate, its verdict is the exit status: case-level misses alone do not fail the session."""
+def exit_status_after_gate(status: int, result: GateResult, errors: int = 0) -> int:
+    """With a gate, its verdict is the exit status: case-level misses alone do not fail the session.
+
+    A shard defers its verdict to the merge: its case-level misses do not fail it either, but
+    ``errors`` (items without a result) do, since no merged gate can pass them.
+    """
     v = result.verdict
     if v is not None:
         if not v.passed:
             status = pytest.ExitCode.TESTS_FAILED
         elif status == pytest.ExitCode.TESTS_FAILED:
             status = pytest.ExitCode.OK
+    elif result.deferred and status == pytest.ExitCode.TESTS_FAILED and not errors:
+        status = pytest.ExitCode.OK
     if result.save_error is not None:
         status = pytest.ExitCode.TESTS_FAILED
     return int(status)
 
 
-def judge_agreement(config: pytest.Config, judges_used: dict[str, str | None], aggregates: list[Aggregate], specs: Any) -> str | None:
+def judge_agreement(
+    config: pytest.Config, judges_used: dict[str, str | None], aggregates: list[Aggregate], specs: Any
+) -> str | None:
     """How far the run's judge agreed with people, when a judge graded anything."""
     from .judge import agreement_note, resolve_judge_model
 
@@ -157,32 +229,60 @@ def judge_agreement(config: pytest.Config, judges_used: dict[str, str | None], a
         return None
 
 
+def canonical_order(records: list[CaseResult], models: list[str]) -> list[CaseResult]:
+    """The records by test, then model (in ``models`` order), then case id and sample.
+
+    The outcome's figures (float sums, the paired bootstrap intervals of the model
+    comparisons) depend on the order of the records they are computed from. In this
+    order they are a function of the set of records alone: the same whether the
+    records arrived from one process, from xdist workers in any order, or from the
+    folders of several shards (:mod:`pytest_llmeval.merge`).
+    """
+    rank = {m: i for i, m in enumerate(models)}
+    return sorted(
+        records,
+        key=lambda r: (
+            r.test,
+            rank.get(r.model, len(rank)),
+            r.model,
+            r.case_id,
+            getattr(r, "sample", 0),
+            r.nodeid,
+        ),
+    )
+
+
 def build_outcome(
     *,
-    config: pytest.Config,
-    session: pytest.Session,
+    gate: GateOptions,
+    status: int,
+    stopped: bool,
     run_id: str,
     started: float,
     models: list[str],
     model_specs: dict[str, dict[str, Any]],
     datasets: dict[str, str],
     records: list[CaseResult],
-    judges_used: dict[str, str | None],
-    specs: Any,
+    judge_note: Callable[[list[Aggregate]], str | None] | None,
     stats: Any,
     report_path: Path | None,
     run_dir: Path | None,
     estimate_lines: list[str],
 ) -> RunOutcome:
-    """Aggregate, compare and gate the run's records into its :class:`RunOutcome`."""
+    """Aggregate, compare and gate the run's records into its :class:`RunOutcome`.
+
+    A pytest run (``session.py``) and a merge of shard runs (``merge.py``) both come
+    here: ``status`` is the exit status before the gate, ``stopped`` whether the run
+    ended early, ``judge_note`` how far the run's judge agrees with people.
+    """
+    records = canonical_order(records, models)
     aggregates = aggregate(records) if records else []
     comparisons = compare_models(aggregates, models) if aggregates else []
     gate_result = GateResult()
-    status = int(session.exitstatus)
     if records:
         hashes = {m: (s.get("spec_hash") if s else None) for m, s in model_specs.items()}
-        gate_result = run_gate(config, aggregates, datasets, hashes)
-        status = exit_status_after_gate(status, gate_result)
+        gate_result = run_gate(gate, aggregates, datasets, hashes)
+        status = exit_status_after_gate(status, gate_result, sum(a.errors for a in aggregates))
     return RunOutcome(
         run_id=run_id,
         started=started,
@@ -195,13 +295,13 @@ def build_outcome(
         model_comparisons=tuple(comparisons),
         verdict=gate_result.verdict,
         baseline_note=gate_result.note,
-        judge_agreement=judge_agreement(config, judges_used, aggregates, specs) if records else None,
+        judge_agreement=judge_note(aggregates) if records and judge_note is not None else None,
         saved_baseline=gate_result.saved,
         save_error=gate_result.save_error,
         report_path=report_path,
         run_dir=run_dir,
         stats=GenerationStats.of(stats),
         exit_status=status,
-        complete=status in (0, 1) and not session.shouldstop,
+        complete=status in (0, 1) and not stopped,
         estimate_lines=tuple(estimate_lines),
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import configparser
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,11 @@ class ProjectPaths:
     metrics_db: Path
     runs_dir: Path
     models_file: Path
+    settings: dict[str, str] = field(default_factory=dict)  # the config file's pytest settings
+
+    def ini_lines(self, key: str) -> list[str]:
+        """A "linelist" ini key (``llmeval_tolerance``, ...): its non-empty lines."""
+        return [line.strip() for line in self.settings.get(key, "").splitlines() if line.strip()]
 
 
 def _toml(path: Path) -> dict[str, Any]:
@@ -70,18 +75,23 @@ def _ini(path: Path) -> configparser.ConfigParser:
     return parser
 
 
+def _toml_value(value: Any) -> str:
+    # A TOML list is what an ini file writes one item a line (pytest's "linelist").
+    return "\n".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def pytest_settings(path: Path) -> dict[str, str] | None:
     """The pytest settings in config file ``path``, or None when it holds none (pytest then looks on)."""
     name = path.name
     if name in ("pytest.toml", ".pytest.toml"):
         table = _toml(path).get("pytest", {})
-        return {str(k): str(v) for k, v in table.items()} if isinstance(table, dict) else {}
+        return {str(k): _toml_value(v) for k, v in table.items()} if isinstance(table, dict) else {}
     if name == "pyproject.toml":
         tool = _toml(path).get("tool", {}).get("pytest")
         if not isinstance(tool, dict):
             return None
         table = tool.get("ini_options", tool)
-        return {str(k): str(v) for k, v in table.items() if not isinstance(v, dict)}
+        return {str(k): _toml_value(v) for k, v in table.items() if not isinstance(v, dict)}
     parser = _ini(path)
     section = "tool:pytest" if name == "setup.cfg" else "pytest"
     if parser.has_section(section):
@@ -125,4 +135,5 @@ def project_paths(start: Path | None = None) -> ProjectPaths:
         metrics_db=resolve("llmeval_metrics_db", DEFAULT_DB),
         runs_dir=resolve("llmeval_runs_dir", DEFAULT_RUNS_DIR),
         models_file=resolve("llmeval_models_file", DEFAULT_MODELS_FILE),
+        settings=dict(settings),
     )

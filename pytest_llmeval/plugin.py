@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from .console import add_gate_options, arg_type
 from .session import SESSION_KEY, LLMEvalSession
+from .shards import parse_shard
 
 HELP_MODEL = "model(s) from the models file to run evals against; repeatable and comma-separated"
 HELP_MODELS_FILE = (
@@ -38,24 +40,6 @@ def _cache_mode(value: str) -> str:
     return value
 
 
-def _tolerance(value: str) -> Any:
-    from .gate import parse_tolerance
-
-    try:
-        return parse_tolerance(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _floor(value: str) -> Any:
-    from .gate import parse_floor
-
-    try:
-        return parse_floor(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llmeval", "LLM evaluation (pytest-llmeval)")
     group.addoption("--model", action="append", default=[], metavar="NAME", help=HELP_MODEL)
@@ -74,43 +58,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--estimate-cost", action="store_true", help="with --collect-only: print token and cost estimates per model"
     )
-    group.addoption("--baseline", default=None, metavar="PATH", help=HELP_BASELINE)
-    group.addoption(
-        "--save-baseline",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="PATH",
-        help="write the baseline file from this run (default path: the --baseline / ini path)",
-    )
-    group.addoption("--force-save-baseline", action="store_true", help="save the baseline even if items errored")
-    group.addoption(
-        "--tolerance",
-        action="append",
-        type=_tolerance,
-        default=[],
-        metavar="METRIC:DELTA",
-        help="allowed change, e.g. pass_rate:-0.02, latency_p95:+25%%, cost:+10%%",
-    )
-    group.addoption(
-        "--fail-under",
-        action="append",
-        type=_floor,
-        default=[],
-        metavar="METRIC=VALUE",
-        help="absolute floor, e.g. pass_rate=0.8",
-    )
-    group.addoption(
-        "--gate-mode",
-        choices=("significant", "strict"),
-        default=None,
-        help="significant (default): a drop must exceed its tolerance and be statistically significant; "
-        "strict: the tolerance alone",
-    )
-    group.addoption("--require-baseline", action="store_true", help="fail when a model has no baseline entry")
+    add_gate_options(group.addoption, HELP_BASELINE)
     group.addoption("--metrics-db", default=None, metavar="PATH", help="SQLite metrics database (default data/metrics.db)")
     group.addoption("--no-metrics", action="store_true", help="do not write the metrics database or run folder")
     group.addoption("--output", dest="llmeval_output", default=None, metavar="DIR", help="run folder (default data/runs/<run id>)")
+    group.addoption(
+        "--shard",
+        dest="llmeval_shard",
+        type=arg_type(parse_shard),
+        default=None,
+        metavar="K/N",
+        help="run shard K of N: a deterministic 1/N of the cases, chosen by test and case id (every model of "
+        "a case in the same shard); not gated: `llmeval merge` joins the shards' run folders and gates",
+    )
     group.addoption("--no-llmeval-report", action="store_true", help="do not write the default HTML report")
     group.addoption("--otel", action="store_true", help="emit OpenTelemetry traces (also ENABLE_OTEL=true)")
 

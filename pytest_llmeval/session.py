@@ -23,7 +23,7 @@ import pytest
 from .collection import Collection, is_eval_item
 from .console import load_dotenv, write_line
 from .generation import Generation
-from .outcome import RunOutcome, build_outcome
+from .outcome import GateOptions, RunOutcome, build_outcome, judge_agreement
 from .records import Records
 from .selection import ModelSelection
 
@@ -47,6 +47,12 @@ class LLMEvalSession:
         self.collection = Collection(config, self.selection)
         self.generation = Generation(config, self.selection, self.is_worker)
         self.records = Records(self.is_worker)
+        self.shard = config.getoption("llmeval_shard", None)  # shards.Shard, from --shard K/N
+        self.shard_dropped = 0  # items this shard left to the others
+        if self.shard is not None:
+            from .shards import check_options
+
+            check_options(config)
         self.current_item: pytest.Item | None = None  # what the model, case and completion fixtures read
         self.estimate_lines: list[str] = []
         self.store: Any = None  # the metrics store and run folder writer (controller only)
@@ -67,6 +73,17 @@ class LLMEvalSession:
     # -- collection ---------------------------------------------------------------------------
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         self.collection.generate_tests(metafunc)
+
+    @pytest.hookimpl(trylast=True)  # after -k / -m, so that an item is reported deselected once
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if self.shard is not None:
+            from .shards import select
+
+            kept, dropped = select(items, self.shard)
+            self.shard_dropped += len(dropped)
+            if dropped:
+                config.hook.pytest_deselected(items=dropped)
+                items[:] = kept
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.generation.items = session.items
@@ -108,6 +125,11 @@ class LLMEvalSession:
         node.workerinput["llmeval_server_urls"] = self.selection.server_urls
         node.workerinput["llmeval_server_errors"] = self.selection.server_errors
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist: the controller collects nothing; the workers tell it the dataset hashes."""
+        self.collection.datasets.update(getattr(node, "workeroutput", {}).get("llmeval_datasets", {}))
+
     def _open_outputs(self) -> None:
         if os.environ.get("ENABLE_OTEL", "").lower() in ("1", "true", "yes") or self.config.getoption("otel"):
             from .tracing import Tracer
@@ -126,6 +148,7 @@ class LLMEvalSession:
             models=self.selected,
             model_specs=self._model_specs,
             datasets=self.collection.datasets,
+            shard=self.shard,
         )
         self.records.subscribe(self.store.add_result)
 
@@ -169,19 +192,26 @@ class LLMEvalSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.generation.shutdown()
         if self.is_worker:
+            self.config.workeroutput["llmeval_datasets"] = dict(self.collection.datasets)  # type: ignore[attr-defined]
             return
         self.generation.stop_servers()
+        config = self.config
+        status = int(session.exitstatus)
+        if self.shard_dropped and status == pytest.ExitCode.NO_TESTS_COLLECTED:
+            status = pytest.ExitCode.OK  # every case of the suite fell to the other shards: not an error
         outcome = build_outcome(
-            config=self.config,
-            session=session,
+            gate=GateOptions.from_config(config),
+            status=status,
+            stopped=bool(session.shouldstop),
             run_id=self.run_id,
             started=self.started,
             models=self.selected,
-            model_specs=self._model_specs() if self.records.results else {},
+            model_specs=self._model_specs() if self.records.results or self.shard else {},
             datasets=self.collection.datasets,
             records=list(self.records.results.values()),
-            judges_used=self.generation.judges_used,
-            specs=self.selection.specs,
+            judge_note=lambda aggs: judge_agreement(
+                config, self.generation.judges_used, aggs, self.selection.specs
+            ),
             stats=self.generation.stats(),
             report_path=self.html.report_path if self.html is not None else None,
             run_dir=self.store.run_dir if self.store is not None else None,

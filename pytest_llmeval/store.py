@@ -77,6 +77,7 @@ class MetricsStore:
         run_row: dict[str, Any] | Callable[[], dict[str, Any]],
         warn: Callable[[str], None] | None = None,
         lazy: bool = False,
+        keep_empty: bool = False,
     ) -> None:
         self.run_id = run_id
         self.db_path = db_path
@@ -95,6 +96,8 @@ class MetricsStore:
         self.conn: sqlite3.Connection | None = None
         self._jsonl: Any = None
         self.n_results = 0
+        # A shard records its run even when all its cases fell to other shards: the merge needs it.
+        self.keep_empty = keep_empty
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if not lazy:
@@ -256,9 +259,11 @@ class MetricsStore:
             "stats": _dumps(outcome.stats.to_dict() if outcome.stats is not None else None),
             "datasets": _dumps(dict(outcome.datasets)),
         }
+        if outcome.model_specs:  # a shard's row may be written before collection loaded the models
+            update["model_specs"] = _dumps(dict(outcome.model_specs))
 
         def write_end(conn: sqlite3.Connection) -> None:
-            if not self.n_results:
+            if not self.n_results and not self.keep_empty:
                 # No eval item reported (a plain test run, everything deselected): no record.
                 conn.execute("DELETE FROM runs WHERE id = ?", (self.run_id,))
                 return
@@ -278,10 +283,20 @@ class MetricsStore:
 
         if self.conn is not None and not self.flush(force=True, extra=write_end):
             self._warn("finish", f"the end of run {self.run_id} was not recorded in {self.db_path}")
-        if self.run_dir is not None and self.n_results:
+        if self.run_dir is not None and (self.n_results or self.keep_empty):
+            if not self.n_results:
+                self._write_empty_results()
             self._write_summary(outcome, {**self._run_row, **update}, verdict_dict, aggregates)
         self.close()
         self._emit_warnings()
+
+    def _write_empty_results(self) -> None:
+        assert self.run_dir is not None
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "results.jsonl").write_text("", encoding="utf-8")
+        except OSError as e:
+            self._warn("run_dir", f"run folder {self.run_dir} not written: {e}")
 
     def _write_summary(
         self, outcome: RunOutcome, run: dict[str, Any], verdict: dict[str, Any] | None, aggregates: list[Aggregate]
@@ -296,15 +311,20 @@ class MetricsStore:
                 **{
                     k: v
                     for k, v in run.items()
-                    if k not in ("models", "model_specs", "datasets", "stats", "verdict")
+                    if k
+                    not in ("models", "model_specs", "datasets", "stats", "verdict", "shard", "merged_from")
                 },
                 "models": json.loads(run.get("models") or "[]"),
                 "model_specs": json.loads(run.get("model_specs") or "{}"),
                 "datasets": json.loads(run.get("datasets") or "{}"),
                 "stats": json.loads(run["stats"]) if run.get("stats") else None,
                 "n_results": len(outcome.records),
+                # {"index": K, "count": N} for a shard run (llmeval merge reads it), else null
+                "shard": _shard_dict(run.get("shard")),
+                "merged_from": json.loads(run["merged_from"]) if run.get("merged_from") else None,
             },
             "verdict": verdict,
+            "judge_agreement": outcome.judge_agreement,
             "aggregates": [scrub(a.to_dict()) for a in aggregates],
             "model_comparisons": [mc.to_dict() for mc in outcome.model_comparisons],
             "files": {"results": "results.jsonl", "report": _relative(run.get("report_path"), self.run_dir)},
@@ -324,6 +344,13 @@ class MetricsStore:
             self._jsonl = None
         with self._lock:
             self._drop_conn()
+
+
+def _shard_dict(text: str | None) -> dict[str, int] | None:
+    if not text:
+        return None
+    index, count = str(text).split("/")
+    return {"index": int(index), "count": int(count)}
 
 
 def _relative(path: str | None, base: Path) -> str | None:
@@ -377,9 +404,10 @@ def open_run(
     models: list[str],
     model_specs: Callable[[], dict[str, Any]],
     datasets: dict[str, str],
+    shard: Any = None,
 ) -> MetricsStore:
     """The store of a run. Nothing is written until the first result arrives: then the run row
-    (incomplete until the end) and the run folder appear."""
+    (incomplete until the end) and the run folder appear. ``shard`` is the run's ``--shard``."""
     from . import __version__
     from .baseline import git_commit
 
@@ -398,9 +426,18 @@ def open_run(
             "plugin_version": __version__,
             "complete": 0,
             "run_dir": str(run_dir),
+            "shard": None if shard is None else str(shard),
         }
 
-    return MetricsStore(run_id, db_path_for(config), run_dir, run_row, warn=_terminal_warn(config), lazy=True)
+    return MetricsStore(
+        run_id,
+        db_path_for(config),
+        run_dir,
+        run_row,
+        warn=_terminal_warn(config),
+        lazy=shard is None,
+        keep_empty=shard is not None,
+    )
 
 
 

@@ -45,6 +45,7 @@ class FakeOpenAIServer:
         seed: int = 0,
         model: str = "fake",
         fail_first: int = 0,
+        capacity: int = 0,
     ) -> None:
         self.responder = responder
         self.delay = delay
@@ -63,6 +64,13 @@ class FakeOpenAIServer:
         self.completed = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        # At most ``capacity`` requests are served at once (0: any number); the rest wait, as on a
+        # server whose batch is full. Only the service time (``delay``) is spent in a slot.
+        self.capacity = capacity
+        self._slots = threading.BoundedSemaphore(capacity) if capacity else None
+        self.killed = False  # kill(): the process is gone
+        self._conns: set[socket.socket] = set()
+        self._port = 0
         self.httpd: ThreadingHTTPServer | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -82,6 +90,19 @@ class FakeOpenAIServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with server.lock:
+                    server._conns.add(self.connection)
+
+            def finish(self) -> None:
+                with server.lock:
+                    server._conns.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
+
             def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
                     body = {"object": "list", "data": [{"id": server.model, "object": "model", "owned_by": "fake"}]}
@@ -96,6 +117,9 @@ class FakeOpenAIServer:
                     server.headers.append(dict(self.headers))
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+                    return
+                if server.killed:
+                    _reset(self)
                     return
                 body = json.loads(raw)
                 with server.lock:
@@ -128,6 +152,7 @@ class FakeOpenAIServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self._port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
@@ -136,10 +161,23 @@ class FakeOpenAIServer:
             self.httpd.server_close()
             self.httpd = None
 
+    def kill(self) -> None:
+        """As if the server process died: the port refuses connections, open connections are reset
+        (requests in flight get no answer)."""
+        self.killed = True
+        self.stop()
+        with self.lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     @property
     def port(self) -> int:
-        assert self.httpd is not None
-        return self.httpd.server_address[1]
+        return self._port
 
     @property
     def base_url(self) -> str:
@@ -160,15 +198,19 @@ class FakeOpenAIServer:
                                            "param": None, "code": None}})
             return
         if fault == "reset":
-            # RST instead of FIN: SO_LINGER with a zero timeout.
-            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            h.connection.close()
-            h.close_connection = True
+            _reset(h)
             return
         if fault == "slow":
             time.sleep(self.slow_seconds)
         elif self.delay:
-            time.sleep(self.delay)
+            if self._slots is not None:
+                with self._slots:
+                    time.sleep(self.delay)
+            else:
+                time.sleep(self.delay)
+        if self.killed:  # died while this request was being served
+            _reset(h)
+            return
         messages = body.get("messages", [])
         text = self.responder(messages, body)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages) + 3
@@ -214,6 +256,16 @@ class FakeOpenAIServer:
         h.send_header("content-length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
+
+
+def _reset(h: Any) -> None:
+    """Drop the handler's connection with RST instead of FIN (SO_LINGER with a zero timeout)."""
+    try:
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        h.connection.close()
+    except OSError:
+        pass
+    h.close_connection = True
 
 
 def models_yaml(base_url: str, names: tuple[str, ...] = ("fake",), **extra: Any) -> str:

@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..errors import ModelCallError
+from ..errors import ConfigError, ModelCallError
 from ..models import ModelSpec, check_embedded, check_key
 from .base import Backend, Completion, Request
+from .replicas import deployment_key
 
 _NO_KEY = "not-needed"
 
@@ -22,7 +23,10 @@ class OpenAISpec(ModelSpec):
     model: str = ""  # the model name sent with each request
     base_url: str | None = None  # default: the OpenAI API
     api_key_env: str | None = None
-    max_concurrency: int = 8
+    max_concurrency: int = 8  # per replica, with ``replicas``
+    # Several endpoints of one deployment, instead of base_url (backends/replicas.py)
+    replicas: list[str] | None = None
+    deployment: str | None = None  # a name for the replicas' deployment: the cache identity, if given
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("model",)
 
@@ -31,10 +35,16 @@ class OpenAISpec(ModelSpec):
 
     def identity(self) -> str:
         # The key set and order are those of every cache entry written so far: keep them.
-        return json.dumps({"type": self.type, "path": None, "model": self.model}, sort_keys=True)
+        ident: dict[str, Any] = {"type": self.type, "path": None, "model": self.model}
+        if self.replicas:
+            ident["deployment"] = deployment_key(self.deployment, self.replicas)
+        return json.dumps(ident, sort_keys=True)
+
+    def validate(self, where: str) -> None:
+        validate_replicas(self, where)
 
     def check_available(self) -> None:
-        if not self.base_url:  # a GPU somewhere else serves it
+        if not self.base_url and not self.replicas:  # a GPU somewhere else serves it
             super().check_available()
         check_key(self.api_key_env)
         check_embedded(self.model)
@@ -49,6 +59,11 @@ class OpenAIBackend(Backend):
         super().__init__(spec)
         self._client: Any = None
         self.base_url: str | None = spec.base_url
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests in flight: ``max_concurrency`` per replica."""
+        return super().max_concurrency * max(1, len(self.spec.replicas or ()))
 
     def served_model(self) -> str:
         """The ``model`` field sent with each request."""
@@ -68,12 +83,23 @@ class OpenAIBackend(Backend):
             return
         import openai
 
-        self._client = openai.OpenAI(
-            api_key=self._api_key(),
-            base_url=self.base_url,
-            timeout=self.spec.timeout,
-            max_retries=0,  # the scheduler retries, counts retries and honours Retry-After
-        )
+        key = self._api_key()
+
+        def client(base_url: str | None) -> Any:
+            return openai.OpenAI(
+                api_key=key,
+                base_url=base_url,
+                timeout=self.spec.timeout,
+                max_retries=0,  # the scheduler retries, counts retries and honours Retry-After
+            )
+
+        if self.spec.replicas and not self.base_url:
+            from .replicas import ReplicaClient, ReplicaSet
+
+            replicas = ReplicaSet(self.name, list(self.spec.replicas), int(self.spec.max_concurrency), client)
+            self._client = ReplicaClient(replicas)
+        else:
+            self._client = client(self.base_url)
 
     def generate(self, request: Request) -> Completion:
         self.load()
@@ -126,6 +152,29 @@ class OpenAIBackend(Backend):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def validate_replicas(spec: Any, where: str) -> None:
+    """Check ``replicas`` / ``deployment``; store the replicas normalised and sorted (order means nothing)."""
+    from .replicas import normalise_url
+
+    if spec.deployment is not None and spec.replicas is None:
+        raise ConfigError(f"{where}: key 'deployment' names a replica list; add 'replicas:' or remove it")
+    if spec.replicas is None:
+        return
+    if spec.base_url:
+        raise ConfigError(f"{where}: give 'base_url' (one endpoint) or 'replicas' (several), not both")
+    if not spec.replicas:
+        raise ConfigError(f"{where}: key 'replicas' must list at least one URL, e.g. [http://node1:8000/v1]")
+    urls = []
+    for url in spec.replicas:
+        u = normalise_url(url)
+        if not u.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: replica {url!r} is not an http:// or https:// URL")
+        if u in urls:
+            raise ConfigError(f"{where}: replica {url!r} is listed twice")
+        urls.append(u)
+    spec.replicas = sorted(urls)
 
 
 def _retry_after(headers: Any) -> float | None:

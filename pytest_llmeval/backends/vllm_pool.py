@@ -49,14 +49,14 @@ class ServerPlan:
 
 
 def plan_servers(specs: list[VLLMServerSpec]) -> list[ServerPlan]:
-    """Group ``vllm_server`` specs without a ``base_url`` into one server per base model.
+    """Group ``vllm_server`` specs without a ``base_url`` (or ``replicas``) into one server per base model.
 
     An adapter name that two specs map to different directories is a
     :class:`ConfigError`; so are two different fixed ports for one server.
     """
     plans: dict[tuple[str, tuple[str, ...]], ServerPlan] = {}
     for spec in specs:
-        if spec.type != "vllm_server" or spec.base_url:
+        if spec.type != "vllm_server" or spec.base_url or spec.replicas:  # served elsewhere
             continue
         assert spec.model is not None
         key = (spec.model, tuple(spec.server_args))

@@ -37,6 +37,7 @@ from ..models import (
     path_fingerprint,
 )
 from .openai import OpenAIBackend, OpenAISpec
+from .replicas import deployment_key
 from .vllm_pool import ENV_SERVERS, _make_server, _servers_lock, plan_servers, running_servers
 
 if TYPE_CHECKING:
@@ -65,9 +66,12 @@ class VLLMServerSpec(OpenAISpec):
         adapter = self.adapter_path()
         if adapter:
             ident["adapter"] = adapter_identity(adapter)
+        if self.replicas:
+            ident["deployment"] = deployment_key(self.deployment, self.replicas)
         return json.dumps(ident, sort_keys=True)
 
     def validate(self, where: str) -> None:
+        super().validate(where)
         if self.adapter and self.adapter not in self.adapters:
             raise ConfigError(
                 f"{where}: key 'adapter' names {self.adapter!r}, which is not in 'adapters' "
@@ -75,10 +79,11 @@ class VLLMServerSpec(OpenAISpec):
             )
 
     def check_available(self) -> None:
-        if not self.base_url:
+        remote = bool(self.base_url or self.replicas)  # served elsewhere: the session starts nothing
+        if not remote:
             ModelSpec.check_available(self)
         check_key(self.api_key_env)
-        if self.base_url:
+        if remote:
             check_embedded(self.model)
         else:
             check_local_weights(self.model)
@@ -183,7 +188,9 @@ class VLLMServerBackend(OpenAIBackend):
                 return
             if self.start_error:
                 raise ModelCallError(self.start_error)
-            if self.base_url:
+            if self.spec.replicas and not self.base_url:
+                pass  # remote replicas: the OpenAI client routes over them (backends/replicas.py)
+            elif self.base_url:
                 self.base_url = _normalise(self.base_url)
                 self._check_serves()
             else:
