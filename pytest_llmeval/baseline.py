@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .timing import BATCH_METRICS
 
 FORMAT = "pytest-llmeval-baseline"
 VERSION = 1
@@ -72,6 +73,7 @@ _ENTRY_SCHEMA = {
         "scores": {"type": "object", "additionalProperties": _OPT_NUM},
         "latency_p50": _OPT_NUM,
         "latency_p95": _OPT_NUM,
+        **{k: _OPT_NUM for k in BATCH_METRICS},
         "cost": _OPT_NUM,
         "errors": {"type": "integer", "minimum": 0},
         "dataset_hash": {"type": ["string", "null"]},
@@ -150,6 +152,7 @@ def _entry(agg: Any, dataset_hash: str | None, spec_hash: str | None) -> dict[st
         "scores": {k: round(v, 6) for k, v in agg.scores.items()},
         "latency_p50": _r(agg.latency_p50),
         "latency_p95": _r(agg.latency_p95),
+        **{k: _r(getattr(agg, k)) for k in BATCH_METRICS if getattr(agg, k, None) is not None},
         "cost": round(agg.cost, 8),
         "errors": agg.errors,
         "dataset_hash": dataset_hash,

@@ -6,6 +6,7 @@
     llmeval export --format csv|json|prometheus [--run ID|latest] [--output FILE] [--pushgateway URL]
     llmeval compare [--baseline RUN] [--current RUN] [--html PATH | --no-html]
     llmeval merge RUN_DIR... [--output DIR] [--baseline FILE] [--tolerance ...] [--fail-under ...]
+    llmeval cache explain NODEID [--run RUN] [--cache-path PATH]
 
 Default paths are those a ``pytest`` run in the current directory uses: under
 its rootdir (the folder of the nearest ``pytest.ini`` / ``pyproject.toml`` /
@@ -373,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("name", nargs="?", default="smollm2", help="embedded model (default smollm2)")
     sp.set_defaults(func=cmd_fetch_model)
+    from .cache_cli import register as register_cache
+
+    register_cache(sub, common)
     return p
 
 

@@ -129,3 +129,14 @@ def load_dotenv(path: Path) -> list[str]:
             os.environ[key] = value
             set_names.append(key)
     return set_names
+
+
+def output_limit(config: pytest.Config) -> int | None:
+    """The output bound of this run in bytes (``--output-limit`` / ``llmeval_output_limit``), None for none."""
+    from .bounds import parse_size
+
+    raw = option_or_ini(config, "llmeval_output_limit", "llmeval_output_limit")
+    try:
+        return parse_size(raw)
+    except ValueError as e:
+        raise pytest.UsageError(f"ini key llmeval_output_limit: {e}") from None

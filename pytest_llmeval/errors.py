@@ -26,11 +26,19 @@ class ModelUnavailable(LLMEvalError):
 class ModelCallError(LLMEvalError):
     """A model call failed after its retries; the item is an error, not a failure."""
 
-    def __init__(self, message: str, *, retries: int = 0, cause: str = "") -> None:
+    def __init__(
+        self, message: str, *, retries: int = 0, cause: str = "", causes: list[str] | None = None
+    ) -> None:
         super().__init__(message)
         self.retries = retries
         self.cause = cause
+        # The cause of every failed attempt, the last one included (the item's record keeps them).
+        self.causes = list(causes) if causes is not None else ([cause] if cause else [])
 
 
 class BudgetExceeded(LLMEvalError):
     """The cost budget (--max-cost) was reached before this request was sent."""
+
+
+class PreflightFailed(ModelCallError):
+    """A model cannot be reached before its first request (refused, DNS, 401/403, no key): ends the session."""

@@ -47,10 +47,12 @@ from .stats import (
     min_significant_cases,
     minimum_detectable_drop,
 )
+from .timing import BATCH_METRICS
 
 # The metrics a tolerance or floor can name, with their direction ("lower" is better or
 # "higher"); scores are named ``score:NAME`` and checked against the run's aggregates.
 METRICS = {"pass_rate": "higher", "latency_p50": "lower", "latency_p95": "lower", "cost": "lower"}
+METRICS |= {m: "lower" for m in BATCH_METRICS}  # in-process batches: time to last token, s/token (timing.py)
 METRIC_PREFIXES = ("score:",)
 LOWER_IS_BETTER = {m for m, d in METRICS.items() if d == "lower"} | {"errors"}
 _NAME_RE = re.compile(r"^[\w.-]+$")

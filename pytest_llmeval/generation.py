@@ -17,15 +17,17 @@ import pytest
 
 from .backends.base import Completion, Request
 from .collection import is_eval_item
-from .console import option_or_ini, write_line
+from .console import option_or_ini, output_limit, write_line
 from .dataset import Case
-from .errors import BudgetExceeded, ConfigError, LLMEvalError, ModelCallError, TemplateError
+from .errors import BudgetExceeded, ConfigError, LLMEvalError, ModelCallError, PreflightFailed, TemplateError
 from .prompts import default_messages, load_template
 from .redact import redact, safe_terminal
 from .selection import ModelSelection
 
 COMPLETION_KEY = pytest.StashKey[Completion]()
 MESSAGES_KEY = pytest.StashKey[list]()
+# The error of an item whose model call failed: its record keeps the retries and their causes.
+CALL_ERROR_KEY = pytest.StashKey[LLMEvalError]()
 
 
 class Generation:
@@ -62,8 +64,21 @@ class Generation:
                 cache,
                 enabled=not self.config.getoption("no_scheduler"),
                 max_cost=self.config.getoption("max_cost"),
+                output_limit=output_limit(self.config),
+                preflight=self.preflight,
             )
         return self._scheduler
+
+    def preflight(self, model: str) -> str | None:
+        """Before a model's first request: why it cannot be used (no key, server down), else None."""
+        from . import preflight
+
+        problems = preflight.run([self.selection.spec(model)])
+        for p in problems:
+            if not p.fatal and not self.is_worker:
+                write_line(self.config, f"llmeval: preflight: {safe_terminal(p.line(), 400)}", yellow=True)
+        fatal = [p for p in problems if p.fatal]
+        return preflight.message(fatal) if fatal else None
 
     def stats(self) -> Any:
         """The scheduler's counters, or None when nothing was generated."""
@@ -205,6 +220,7 @@ class Generation:
                 break
             except LLMEvalError as e:
                 fail = str(e)
+                item.stash[CALL_ERROR_KEY] = e
                 break
             except Exception as e:  # cancelled, or a backend bug: still an error with its cause
                 if sched.cancelled.is_set():
@@ -214,11 +230,22 @@ class Generation:
                 break
         if skip is not None:
             pytest.skip(skip)
+        if isinstance(item.stash.get(CALL_ERROR_KEY, None), PreflightFailed):
+            self._stop(item, redact(str(item.stash[CALL_ERROR_KEY])))
         if fail is not None:
             pytest.fail(redact(fail), pytrace=False)
         item.stash[COMPLETION_KEY] = comp
         self._progress(quiet_unless_due=True)
         return comp
+
+    def _stop(self, item: pytest.Item, message: str) -> None:
+        """A model that cannot be reached ends the session with one message, not an error per item."""
+        self.cancel()
+        if not self.is_worker:
+            pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+        # xdist: an exit in a worker looks like a crash to the controller; stop the session instead.
+        item.session.shouldstop = message
+        pytest.fail(message, pytrace=False)
 
     def generate_now(self, model: str, messages: list[dict[str, str]] | str, **params: Any) -> Completion:
         """Generate one completion synchronously (judge calls, multi-turn tests)."""

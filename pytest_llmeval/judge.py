@@ -420,7 +420,7 @@ class Judge:
         lines = [reasoning or "(no reasoning given)", f"judge: {self.model}"]
         if len(replies) > 1:
             lines.append(f"{aggregate} of {judgement.spread()}")
-        return record(make_score("judge", judgement.value, at_least, "\n".join(lines), "mean"))
+        return record(make_score("judge", judgement.value, at_least, "\n".join(lines), scale=(1.0, 5.0)))
 
     def __repr__(self) -> str:
         return f"<judge {self.model}>"

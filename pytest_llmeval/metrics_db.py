@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .bounds import DEFAULT_LIMIT, cut
 from .redact import redact
 from .results import Aggregate, CaseResult
 
 DEFAULT_DB = "data/metrics.db"
-OUTPUT_LIMIT = 64 * 1024  # bytes of model output kept per result row
+OUTPUT_LIMIT = DEFAULT_LIMIT  # bytes of output kept per result row, unless the run's bound says otherwise
 BUSY_TIMEOUT_S = 5.0
 
 # Schema migrations, applied in order; PRAGMA user_version counts those applied.
@@ -126,6 +127,9 @@ AGGREGATE_FIELDS = (
     "pass_rate",
     "latency_p50",
     "latency_p95",
+    "time_to_last_token_p50",
+    "time_to_last_token_p95",
+    "s_per_token_p50",
     "prompt_tokens",
     "completion_tokens",
     "cost",
@@ -157,14 +161,12 @@ def scrub(value: Any) -> Any:
     return value
 
 
-def truncate(text: str | None, limit: int = OUTPUT_LIMIT) -> tuple[str | None, bool]:
-    """Cut ``text`` to at most ``limit`` UTF-8 bytes (on a character boundary)."""
+def truncate(text: str | None, limit: int | None = OUTPUT_LIMIT) -> tuple[str | None, bool]:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes (on a character boundary), marked with its size."""
     if text is None:
         return None, False
-    raw = text.encode("utf-8", "surrogatepass")
-    if len(raw) <= limit:
-        return text, False
-    return raw[:limit].decode("utf-8", "ignore"), True
+    out, original = cut(text, limit)
+    return out, original is not None
 
 
 def _dumps(value: Any) -> str:
@@ -234,8 +236,9 @@ def connect(path: str | Path, *, create: bool = True, timeout: float | None = No
 
 
 # -- records -> rows --------------------------------------------------------
-def result_row(run_id: str, rec: CaseResult) -> tuple[Any, ...]:
-    output, cut = truncate(redact(rec.output) if rec.output is not None else None)
+def result_row(run_id: str, rec: CaseResult, limit: int | None = OUTPUT_LIMIT) -> tuple[Any, ...]:
+    """The ``results`` row of a record; ``limit`` is the run's output bound (the scheduler cut to it already)."""
+    output, was_cut = truncate(redact(rec.output) if rec.output is not None else None, limit)
     values = {
         "run_id": run_id,
         "nodeid": rec.nodeid,
@@ -257,7 +260,7 @@ def result_row(run_id: str, rec: CaseResult) -> tuple[Any, ...]:
         "finish_reason": rec.finish_reason,
         "error": redact(rec.error) if rec.error else rec.error,
         "output": output,
-        "output_truncated": int(cut),
+        "output_truncated": int(was_cut or bool((rec.extra or {}).get("output_bytes"))),
         "expected": None if rec.expected is None else _dumps(scrub(rec.expected)),
         "dataset": rec.dataset,
         "recorded": iso(time.time()),

@@ -34,6 +34,8 @@ class GenerationStats:
     retries: int = 0
     spent: float = 0.0
     first_result_s: float | None = None  # seconds from the first submission to the first result
+    near_misses: int = 0  # cache misses whose request was cached for another model identity
+    near_miss_note: str | None = None  # why, for the first of them
 
     @classmethod
     def of(cls, stats: Any) -> GenerationStats | None:
@@ -41,10 +43,31 @@ class GenerationStats:
         if stats is None or isinstance(stats, GenerationStats):
             return stats
         first = None if stats.first_done is None else stats.first_done - stats.started
-        return cls(stats.submitted, stats.done, stats.cached, stats.failed, stats.retries, stats.spent, first)
+        counts = (stats.submitted, stats.done, stats.cached, stats.failed, stats.retries, stats.spent)
+        return cls(*counts, first, getattr(stats, "near_misses", 0), getattr(stats, "near_miss_note", None))
+
+    @classmethod
+    def total(cls, parts: list[GenerationStats | dict[str, Any] | None]) -> GenerationStats | None:
+        """The sum of several processes' counters (xdist workers send theirs as dicts)."""
+        snaps = [p if isinstance(p, GenerationStats) else cls(**p) for p in parts if p]
+        if not snaps:
+            return None
+        firsts = [s.first_result_s for s in snaps if s.first_result_s is not None]
+        notes = [s.near_miss_note for s in snaps if s.near_miss_note]
+        counted = ("submitted", "done", "cached", "failed", "retries", "spent", "near_misses")
+        return cls(
+            **{k: sum(getattr(s, k) for s in snaps) for k in counted},
+            first_result_s=min(firsts) if firsts else None,
+            near_miss_note=notes[0] if notes else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("submitted", "done", "cached", "failed", "retries", "spent")}
+        keys = ("submitted", "done", "cached", "failed", "retries", "spent", "near_misses")
+        return {k: getattr(self, k) for k in keys}
+
+    def as_worker_output(self) -> dict[str, Any]:
+        """Every field, as plain values: what an xdist worker sends the controller."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from .bounds import HELP as HELP_OUTPUT_LIMIT
 from .console import add_gate_options, arg_type
 from .session import SESSION_KEY, LLMEvalSession
 from .shards import parse_shard
@@ -37,6 +38,16 @@ def _cost(value: str) -> float:
 def _cache_mode(value: str) -> str:
     if value not in ("rw", "ro", "off", "refresh"):
         raise argparse.ArgumentTypeError(f"--cache takes rw, ro, off or refresh, got {value!r}")
+    return value
+
+
+def _output_limit(value: str) -> str:
+    from .bounds import parse_size
+
+    try:
+        parse_size(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--output-limit: {e}") from None
     return value
 
 
@@ -73,6 +84,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--no-llmeval-report", action="store_true", help="do not write the default HTML report")
     group.addoption("--otel", action="store_true", help="emit OpenTelemetry traces (also ENABLE_OTEL=true)")
+    group.addoption(
+        "--output-limit",
+        dest="llmeval_output_limit",
+        type=_output_limit,
+        default=None,
+        metavar="SIZE",
+        help=HELP_OUTPUT_LIMIT,
+    )
 
     parser.addini("llmeval_model", HELP_MODEL, default="")
     parser.addini("llmeval_models_file", HELP_MODELS_FILE, default="")
@@ -84,6 +103,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llmeval_fail_under", "default floors, one per line (METRIC=VALUE)", type="linelist", default=[])
     parser.addini("llmeval_metrics_db", "SQLite metrics database", default="data/metrics.db")
     parser.addini("llmeval_runs_dir", "where run folders go", default="data/runs")
+    parser.addini("llmeval_output_limit", HELP_OUTPUT_LIMIT, default="64KiB")
     parser.addini(
         "llmeval_progress_every", "seconds between generation progress lines (default 5)", default="5"
     )

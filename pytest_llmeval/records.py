@@ -15,7 +15,7 @@ import pytest
 
 from .collection import is_eval_item, test_of
 from .dataset import Case
-from .generation import COMPLETION_KEY, MESSAGES_KEY
+from .generation import CALL_ERROR_KEY, COMPLETION_KEY, MESSAGES_KEY
 from .redact import redact
 from .results import USER_PROPERTY, CaseResult
 from .scorers import _base as scoring
@@ -116,14 +116,36 @@ def make_record(item: pytest.Item, report: pytest.TestReport, call: pytest.CallI
     )
     if comp is not None:
         rec.output = comp.text
-        rec.latency_s = comp.latency_s
+        # An in-process batch has no latency of its own per item: its timing goes to extra
+        # (time to the item's last token, seconds per token, batch size), never into latency_s.
+        rec.latency_s = None if "batch_size" in comp.extra else comp.latency_s
         rec.prompt_tokens = comp.prompt_tokens
         rec.completion_tokens = comp.completion_tokens
         rec.cost = comp.cost
         rec.cached = comp.cached
         rec.retries = comp.retries
         rec.finish_reason = comp.finish_reason
+        rec.extra = {k: v for k, v in comp.extra.items() if k in RECORDED_EXTRA}
+    else:
+        err = item.stash.get(CALL_ERROR_KEY, None)
+        if err is not None:  # a call that failed for good still counts its retries
+            rec.retries = int(getattr(err, "retries", 0) or 0)
+            causes = getattr(err, "causes", None)
+            if causes:
+                rec.extra = {"retry_causes": [redact(c) for c in causes]}
     return rec
+
+
+# Completion.extra entries an item's record keeps.
+RECORDED_EXTRA = (
+    "batch_size",
+    "time_to_last_token_s",
+    "s_per_token",
+    "output_bytes",
+    "output_limit",
+    "retry_causes",
+    "cache",
+)
 
 
 def short_error(report: pytest.TestReport) -> str:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterable
 
 _PATTERNS = [
     re.compile(r"\bsk-[A-Za-z0-9_\-*]{8,}"),
     re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._\-~+/=*]{8,}"),
-    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+(\s+[^'\"\s,}]+)?"),
-    re.compile(r"(?i)(api[_-]?key['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]{6,}"),
+    # The header's value: one token, or a scheme word and its token ("Bearer abc", "Basic abc"), never
+    # the word after it (a second pass over "Authorization: [REDACTED] after ..." must leave "after")
+    # nor what closes it ("(sent Authorization: Bearer abc)" keeps its ")").
+    re.compile(
+        r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)"
+        r"(?:(?:bearer|basic|token|digest|apikey|api-key)\s+)?[\w.~+/=*\-\[\]]+"
+    ),
+    re.compile(r"(?i)(api[_-]?key['\"]?\s*[:=]\s*['\"]?)[\w.~+/=*\-\[\]]{6,}"),
 ]
 _ENV_HINTS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 _extra: set[str] = set()
@@ -20,6 +27,13 @@ def register_secret(value: str | None) -> None:
     """Remember a secret value (e.g. an API key read from the environment) to scrub."""
     if value and len(value) >= 6:
         _extra.add(value)
+
+
+def register_key_envs(names: Iterable[str | None]) -> None:
+    """Scrub the values of these environment variables (a models file's ``api_key_env``), whatever their names."""
+    for name in names:
+        if name:
+            register_secret(os.environ.get(name))
 
 
 _cache: dict[str, object] = {"at": -1e9, "n": -1, "values": ()}
@@ -47,7 +61,7 @@ def redact(text: str) -> str:
             text = text.replace(secret, "[REDACTED]")
     text = _PATTERNS[0].sub("[REDACTED]", text)
     text = _PATTERNS[1].sub(lambda m: f"{m.group(1)} [REDACTED]", text)
-    text = _PATTERNS[2].sub(lambda m: f"{m.group(1)}[REDACTED]", text)
+    text = _PATTERNS[2].sub(lambda m: f"{m.group(1)}[REDACTED]", text)  # the scheme word goes too
     text = _PATTERNS[3].sub(lambda m: f"{m.group(1)}[REDACTED]", text)
     return text
 

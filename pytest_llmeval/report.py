@@ -221,13 +221,21 @@ def row_cells(rec: CaseResult) -> list[str]:
         f'<td class="col-tags">{esc(", ".join(map(str, rec.tags)))}</td>',
         f'<td class="col-outcome llm-{esc(rec.outcome)}">{esc(rec.outcome)}</td>',
         f'<td class="col-score">{_num(rec.main_value())}</td>',
-        f'<td class="col-latency">{_num(rec.latency_s, "{:.2f} s")}</td>',
+        f'<td class="col-latency">{_latency(rec)}</td>',
         f'<td class="col-tokens">{rec.prompt_tokens} / {rec.completion_tokens}</td>',
         f'<td class="col-cost">{cost}</td>',
         f'<td class="col-cached">{"yes" if rec.cached else "no"}</td>',
     ]
 
 
+
+
+def _latency(rec: CaseResult) -> str:
+    """The request's latency; for an item of an in-process batch, its time to last token, named so."""
+    ttlt = (rec.extra or {}).get("time_to_last_token_s")
+    if rec.latency_s is not None or ttlt is None:
+        return _num(rec.latency_s, "{:.2f} s")
+    return f'<span title="time from its batch start to its last token">{ttlt:.2f} s to last token</span>'
 
 
 __all__ = [

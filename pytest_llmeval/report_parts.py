@@ -101,15 +101,32 @@ def render_details(rec: CaseResult) -> str:
     ]
     if rec.finish_reason:
         meta.append(f"finish {esc(rec.finish_reason)}")
+    extra = rec.extra or {}
     if rec.retries:
         meta.append(f"{rec.retries} retries")
+    if extra.get("time_to_last_token_s") is not None:
+        per_token = extra.get("s_per_token")
+        meta.append(
+            f"{extra['time_to_last_token_s']:.2f} s to last token in a batch of {extra.get('batch_size') or '?'}"
+            + (f" ({per_token * 1000:.1f} ms/token)" if per_token is not None else "")
+        )
+    if extra.get("output_bytes"):
+        kept = extra.get("output_limit") or "?"
+        meta.append(f"<b>output cut</b> to {kept} bytes of {extra['output_bytes']:,}")
     if rec.cached:
         meta.append("from cache")
+    note = (extra.get("cache") or {}).get("note")
+    if note:
+        meta.append(f"cache miss: {esc(note)}")
     if rec.dataset:
         meta.append(f"dataset {esc(rec.dataset)}")
     parts.append(f'<p class="llm-meta">{" · ".join(meta)}</p>')
     if rec.error:
         parts.append(f'<h4>Error</h4><pre class="llm-text llm-error">{esc(rec.error)}</pre>')
+    if extra.get("retry_causes"):
+        causes = "".join(f"<li>{esc(c)}</li>" for c in extra["retry_causes"])
+        parts.append(f'<details class="llm-retries"><summary>Failed attempts</summary><ol>{causes}</ol>')
+        parts.append("</details>")
     parts.append('<div class="llm-grid">')
     parts.append(
         f"<section><h4>Output</h4>{fold(rec.output) if rec.output is not None else '<p class=llm-muted>no output</p>'}</section>"

@@ -28,6 +28,33 @@ def _mean_main(rs: list[CaseResult]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _main_scale(rs: list[CaseResult]) -> tuple[float, float]:
+    """The range the main score of a group lives on: its declared scale (the judge's 1-5), else 0..1,
+    widened to the values seen when a custom scorer goes beyond it."""
+    vals = []
+    for r in rs:
+        for s in r.scores:
+            if s.get("name") == (r.main_score or (r.scores[-1].get("name") if r.scores else None)):
+                if s.get("scale"):
+                    lo, hi = s["scale"]
+                    return float(lo), float(hi)
+                if s.get("value") is not None:
+                    vals.append(float(s["value"]))
+    return min([0.0, *vals]), max([1.0, *vals])
+
+
+def _latency_cell(a: Any) -> str:
+    """Request latency for servers; time to the last token for in-process batches, named so."""
+    if a.latency_p50 is not None or getattr(a, "time_to_last_token_p50", None) is None:
+        return f"{_num(a.latency_p50, '{:.2f}s')} / {_num(a.latency_p95, '{:.2f}s')}"
+    per_token = "" if a.s_per_token_p50 is None else f", {a.s_per_token_p50 * 1000:.1f} ms/token"
+    return (
+        f"<span title='in-process batches: time from the batch start to the item&#39;s last token'>"
+        f"to last token {_num(a.time_to_last_token_p50, '{:.2f}s')} / {_num(a.time_to_last_token_p95, '{:.2f}s')}"
+        f"{per_token}</span>"
+    )
+
+
 def _short_test(test: str) -> str:
     return test.split("::", 1)[-1]
 
@@ -89,7 +116,7 @@ def _aggregates_table(outcome: RunOutcome, groups: dict[tuple[str, str], list[Ca
         rows.append(
             f"<tr><td title='{esc(a.test)}'>{esc(_short_test(a.test))}</td><td>{esc(a.model)}</td><td>{a.n}</td>"
             f"<td>{a.pass_rate:.1%} ({a.passed}/{a.n})</td><td>{_num(mm)}</td><td>{scores}</td>"
-            f"<td>{_num(a.latency_p50, '{:.2f}s')} / {_num(a.latency_p95, '{:.2f}s')}</td>"
+            f"<td>{_latency_cell(a)}</td>"
             f"<td>{a.prompt_tokens} / {a.completion_tokens}</td>"
             f"<td>${a.cost:.4f} (spent ${a.cost_spent:.4f})</td><td>{a.cached}</td>"
             f"<td>{a.errors}</td><td>{a.skipped}</td></tr>"
@@ -158,20 +185,22 @@ SERIES_COLORS = {
     "mean main score": "#2f6fb0",
     "latency p50": "#8e6fd0",
     "latency p95": "#d0842f",
+    "to last token p50": "#8e6fd0",
+    "to last token p95": "#d0842f",
 }
+Bar = tuple  # (series, value, shown text) or (series, value, shown text, (low, high)): its own scale
 
 
-def bar_chart(
-    chart_id: str, title: str, rows: list[tuple[str, list[tuple[str, float | None, str]]]], vmax: float
-) -> str:
+def bar_chart(chart_id: str, title: str, rows: list[tuple[str, list[Bar]]], vmax: float) -> str:
     """A horizontal grouped bar chart as inline SVG.
 
-    ``rows``: (label, [(series, value, shown text)]) per group; bars scale to ``vmax``.
+    ``rows``: (label, [(series, value, shown text)]) per group; bars scale to ``vmax``, or to
+    their own (low, high) when a bar carries one as a fourth element (a judge's 1-5: 1 is empty).
     """
     longest = max((min(len(label), 34) for label, _ in rows), default=1)
     label_w, bar_w, right = max(70, min(230, int(6.5 * longest) + 16)), 380, 70
     bar_h, gap, top = 13, 10, 34
-    series = list(dict.fromkeys(s for _, bars in rows for s, _, _ in bars))
+    series = list(dict.fromkeys(b[0] for _, bars in rows for b in bars))
     height = top + sum(len(b) * bar_h + gap for _, b in rows) + 6
     width = label_w + bar_w + right
     out = [
@@ -194,8 +223,13 @@ def bar_chart(
             f'<text x="{label_w - 8}" y="{y + group_h / 2 + 4:.1f}" text-anchor="end" class="llm-chart-label">'
             f"<title>{esc(label)}</title>{esc(shown)}</text>"
         )
-        for s, value, text in bars:
-            w = 0.0 if value is None else max(0.0, min(value, vmax)) * scale
+        for s, value, text, *own in bars:
+            if own:
+                lo, hi = own[0]
+                frac = 0.0 if value is None or hi <= lo else (value - lo) / (hi - lo)
+                w = max(0.0, min(frac, 1.0)) * bar_w
+            else:
+                w = 0.0 if value is None else max(0.0, min(value, vmax)) * scale
             color = SERIES_COLORS.get(s, "#777")
             out.append(
                 f'<rect class="llm-bar" data-series="{esc(s)}" x="{label_w}" y="{y}" width="{w:.1f}" '
@@ -220,33 +254,44 @@ def _charts(outcome: RunOutcome, groups: dict[tuple[str, str], list[CaseResult]]
     def label(a: Any) -> str:
         return f"{_short_test(a.test)} [{a.model}]" if many_tests else a.model
 
-    quality = [
-        (
-            label(a),
-            [
-                ("pass rate", a.pass_rate, f"{a.pass_rate:.0%}"),
-                ("mean main score", mm := _mean_main(groups.get((a.test, a.model), [])), _num(mm)),
-            ],
+    quality = []
+    for a in aggs:
+        rs = groups.get((a.test, a.model), [])
+        mm, (lo, hi) = _mean_main(rs), _main_scale(rs)
+        shown = _num(mm) if (lo, hi) == (0.0, 1.0) else f"{_num(mm)} (scale {lo:g}-{hi:g})"
+        quality.append(
+            (
+                label(a),
+                [("pass rate", a.pass_rate, f"{a.pass_rate:.0%}"), ("mean main score", mm, shown, (lo, hi))],
+            )
         )
-        for a in aggs
-    ]
-    lat_max = max([a.latency_p95 or 0.0 for a in aggs] + [a.latency_p50 or 0.0 for a in aggs])
-    latency = [
-        (
-            label(a),
-            [
-                ("latency p50", a.latency_p50, _num(a.latency_p50, "{:.2f}s")),
-                ("latency p95", a.latency_p95, _num(a.latency_p95, "{:.2f}s")),
-            ],
-        )
-        for a in aggs
-    ]
-    return (
-        '<div class="llm-charts">'
-        + bar_chart("llm-chart-quality", "Pass rate and mean main score by model", quality, 1.0)
-        + bar_chart("llm-chart-latency", "Latency p50 / p95 by model (seconds)", latency, lat_max or 1.0)
-        + "</div>"
-    )
+    # Request latency (servers) and time to the last token (in-process batches) are different
+    # figures: each gets its own chart, and a model appears in the one that measures it.
+    batched = [a for a in aggs if a.latency_p50 is None and getattr(a, "time_to_last_token_p50", None)]
+    timed = [a for a in aggs if a not in batched]
+    charts = [bar_chart("llm-chart-quality", "Pass rate and mean main score by model", quality, 1.0)]
+    latency_title = "Request latency p50 / p95 by model (seconds)"
+    ttlt_title = "In-process batches: time to the item's last token, p50 / p95 (seconds)"
+    ttlt = ("time_to_last_token_p50", "time_to_last_token_p95")
+    for chart_id, title, group, (f50, f95), prefix in (
+        ("llm-chart-latency", latency_title, timed, ("latency_p50", "latency_p95"), "latency"),
+        ("llm-chart-ttlt", ttlt_title, batched, ttlt, "to last token"),
+    ):
+        if not group or (prefix == "latency" and batched and all(a.latency_p50 is None for a in group)):
+            continue
+        top = max([getattr(a, f95) or 0.0 for a in group] + [getattr(a, f50) or 0.0 for a in group])
+        rows = [
+            (
+                label(a),
+                [
+                    (f"{prefix} p50", getattr(a, f50), _num(getattr(a, f50), "{:.2f}s")),
+                    (f"{prefix} p95", getattr(a, f95), _num(getattr(a, f95), "{:.2f}s")),
+                ],
+            )
+            for a in group
+        ]
+        charts.append(bar_chart(chart_id, title, rows, top or 1.0))
+    return '<div class="llm-charts">' + "".join(charts) + "</div>"
 
 
 # -- filters and side by side ------------------------------------------------------------------

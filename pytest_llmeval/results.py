@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .timing import batch_timing
+
 USER_PROPERTY = "llmeval"
 SAMPLE_POLICIES = ("all", "majority", "any")
 # The item outcome that most often repeats on a rerun: it changes only when a case's pass
@@ -49,6 +51,7 @@ class CaseResult:
     dataset: str | None = None
     sample: int = 0  # this record's sample of the case (0-based); records before repeats lack both
     samples: int = 1  # how many samples the case has
+    extra: dict[str, Any] = field(default_factory=dict)  # batch timing, output size, retry causes, cache key
 
     def to_json(self) -> str:
         # Fields hold only JSON values (scores are already dicts), so no deep copy is needed;
@@ -136,8 +139,11 @@ class Aggregate:
     pass_rate: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
-    latency_p50: float | None = None
+    latency_p50: float | None = None  # per-request latency: servers only (see timing.py)
     latency_p95: float | None = None
+    time_to_last_token_p50: float | None = None  # in-process batches (timing.BATCH_METRICS)
+    time_to_last_token_p95: float | None = None
+    s_per_token_p50: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0  # as if every call were made: the figure the cost gate compares
@@ -195,6 +201,8 @@ def aggregate(results: list[CaseResult]) -> list[Aggregate]:
         lats = [r.latency_s for r in ran if r.latency_s is not None and r.outcome != "error"]
         a.latency_p50 = percentile(lats, 50)
         a.latency_p95 = percentile(lats, 95)
+        for k, v in batch_timing(ran).items():
+            setattr(a, k, v)
         a.prompt_tokens = sum(r.prompt_tokens for r in ran)
         a.completion_tokens = sum(r.completion_tokens for r in ran)
         a.cost = sum(r.cost for r in ran)

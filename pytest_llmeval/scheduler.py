@@ -6,6 +6,11 @@ come first); servers get up to ``max_concurrency`` requests in flight. Each
 item's ``completion`` fixture waits only for its own future, so the first
 items report while later ones are still generating. Cache look-ups happen at
 submission, retries around every call, and a budget stops submission.
+
+Every output is scrubbed of secrets and cut to the output bound
+(:mod:`.bounds`) the moment it arrives, before the cache, the records or any
+output sees it. A failed call keeps its retry count and the cause of every
+attempt (:class:`ModelCallError`); only completions are cached.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.base import Backend, Completion, Request
-from .cache import ResponseCache
-from .errors import BudgetExceeded, LLMEvalError, ModelCallError
+from .bounds import cut
+from .cache import ResponseCache, describe_identity_change
+from .errors import BudgetExceeded, LLMEvalError, ModelCallError, PreflightFailed
 from .redact import redact
 
 WINDOW_BATCHES = 4  # batches looked ahead when grouping prompts by length
@@ -38,6 +44,7 @@ class Job:
     future: Future[Completion] = field(default_factory=Future)
     length: int = 0
     index: int = 0
+    cache_note: str | None = None  # why a cache miss was not a hit, when the cache can tell
 
 
 @dataclass
@@ -66,6 +73,9 @@ class Stats:
         self.spent = 0.0
         self.started = time.monotonic()
         self.first_done: float | None = None
+        # Misses whose request is cached under another model identity, and the first one's reason.
+        self.near_misses = 0
+        self.near_miss_note: str | None = None
 
     def finish(self, ok: bool, cached: bool = False, cost: float = 0.0) -> None:
         with self.lock:
@@ -91,11 +101,18 @@ class Scheduler:
         enabled: bool = True,
         max_cost: float | None = None,
         retry: RetryPolicy | None = None,
+        output_limit: int | None = None,
+        preflight: Callable[[str], str | None] | None = None,
     ) -> None:
         self._get_backend = get_backend
         self.cache = cache
         self.enabled = enabled
         self.max_cost = max_cost
+        self.output_limit = output_limit  # bytes of output kept per completion (None: whole)
+        # Called on the submitting thread before a model's first request (not for cache hits):
+        # returns why the model cannot be used, which fails its lane at once (PreflightFailed).
+        self.preflight = preflight
+        self._preflown: set[str] = set()
         self.retry = retry or RetryPolicy()
         self.jobs: dict[str, Job] = {}
         self.stats = Stats()
@@ -120,19 +137,66 @@ class Scheduler:
                     hits = self.cache.get_many(keys)
                 except Exception:  # never let the cache break a run
                     hits = {}
-                if hits:
-                    rest = []
-                    for job, k in zip(lane_jobs, keys, strict=True):
-                        if k in hits:
-                            self._resolve_cached(job, hits[k])
-                        else:
-                            rest.append(job)
-                    lane_jobs = rest
+                rest = []
+                for job, k in zip(lane_jobs, keys, strict=True):
+                    hit = hits.get(k)
+                    if hit is not None and self._replayable(hit):
+                        self._resolve_cached(job, hit, k, lane)
+                    else:
+                        rest.append(job)
+                lane_jobs = rest
+                self._note_near_misses(lane, lane_jobs)
+            if lane_jobs and not self._preflight_ok(model, lane, lane_jobs):
+                continue
             if lane_jobs:
                 lane.put_many(lane_jobs)
 
-    def _resolve_cached(self, job: Job, hit: Completion) -> None:
-        hit = dataclasses.replace(hit, model=job.model)  # a copy: identical requests share a key
+    def _preflight_ok(self, model: str, lane: _Lane, jobs: list[Job]) -> bool:
+        """Check a model once, before its first request; on a problem fail the lane's jobs at once."""
+        if self.preflight is None or model in self._preflown or lane.error is not None:
+            return True
+        self._preflown.add(model)
+        problem = self.preflight(model)
+        if problem is None:
+            return True
+        lane.error = PreflightFailed(problem)
+        for job in jobs:
+            job.future.set_exception(lane.error)
+            self.stats.finish(False)
+        return False
+
+    def _replayable(self, hit: Completion) -> bool:
+        """False for an output cached cut at a smaller bound than this run's: generate it again."""
+        cut_at = hit.extra.get("output_limit")
+        return cut_at is None or (self.output_limit is not None and self.output_limit <= cut_at)
+
+    def _note_near_misses(self, lane: _Lane, missed: list[Job]) -> None:
+        """Misses whose request is cached for another model identity say so (one query per lane)."""
+        if not missed or self.cache is None or self.cache.mode not in ("rw", "ro") or lane.error is not None:
+            return
+        hashes = [j.request.request_hash() for j in missed]
+        try:
+            others = self.cache.identities(list(dict.fromkeys(hashes)), lane.identity)
+        except Exception:
+            return
+        for job, h in zip(missed, hashes, strict=True):
+            if h in others:
+                job.cache_note = describe_identity_change(others[h][0], lane.identity)
+                with self.stats.lock:
+                    self.stats.near_misses += 1
+                    if self.stats.near_miss_note is None:
+                        self.stats.near_miss_note = f"{job.model}: {job.cache_note}"
+
+    def _resolve_cached(self, job: Job, hit: Completion, key: str, lane: _Lane) -> None:
+        extra = {**hit.extra, "cache": cache_info(job, key, lane.identity, "hit")}
+        if not getattr(lane.backend, "latency_is_per_request", True) and "batch_size" not in extra:
+            extra["batch_size"] = None  # cached by an older version: the item's own timing is unknown
+        # A copy: identical requests share a key.
+        hit = dataclasses.replace(hit, model=job.model, extra=extra)
+        hit.text, original = cut(hit.text, self.output_limit)
+        if original is not None:  # cached whole (or cut at a larger bound): cut to this run's
+            hit.extra.setdefault("output_bytes", original)
+            hit.extra["output_limit"] = self.output_limit
         job.future.set_result(hit)
         self.stats.finish(True, cached=True)
 
@@ -172,28 +236,40 @@ class Scheduler:
             return lane
 
     # -- execution --------------------------------------------------------
-    def call_with_retries(self, backend: Backend, fn: Callable[[], Any]) -> tuple[Any, int]:
-        """Run ``fn``; retry transient failures; return (result, retries)."""
+    def call_with_retries(
+        self, backend: Backend, fn: Callable[[], Any], causes: list[str] | None = None
+    ) -> tuple[Any, int]:
+        """Run ``fn``; retry transient failures; return (result, retries).
+
+        The cause of each failed attempt is appended to ``causes`` (when given). A call that
+        fails for good raises :class:`ModelCallError` with the retry count and every cause,
+        and its message names the earlier causes too.
+        """
+        causes = [] if causes is None else causes
         attempts = max(1, int(getattr(backend.spec, "max_retries", 0)) + 1)
         for attempt in range(attempts):
             if self.cancelled.is_set():
-                raise ModelCallError("cancelled before completion")
+                raise ModelCallError("cancelled before completion", retries=attempt, causes=causes)
             try:
                 return fn(), attempt
-            except LLMEvalError:
+            except LLMEvalError as exc:
+                if isinstance(exc, ModelCallError) and attempt:  # keep what the earlier attempts met
+                    exc.retries, exc.causes = attempt, [*causes, *exc.causes]
                 raise
             except Exception as exc:
                 retryable, after = backend.is_retryable(exc)
                 cause = _describe(exc)
                 if not retryable or attempt == attempts - 1:
-                    detail = f" after {attempt} retries" if attempt else ""
-                    raise ModelCallError(
-                        f"model {backend.name}: {cause}{detail}", retries=attempt, cause=cause
-                    ) from exc
+                    detail = f" after {attempt} retries{_earlier(causes)}" if attempt else ""
+                    message, every = f"model {backend.name}: {cause}{detail}", [*causes, cause]
+                    raise ModelCallError(message, retries=attempt, cause=cause, causes=every) from exc
+                causes.append(cause)
                 with self.stats.lock:
                     self.stats.retries += 1
                 if self.cancelled.wait(self.retry.delay(attempt, after)):
-                    raise ModelCallError("cancelled during retry back-off") from exc
+                    raise ModelCallError(
+                        "cancelled during retry back-off", retries=attempt + 1, causes=causes
+                    ) from exc
         raise AssertionError("unreachable")
 
     def budget_left(self) -> bool:
@@ -328,11 +404,14 @@ class _Lane:
             return
         if self._over_budget([job]):
             return
+        causes: list[str] = []
         try:
-            comp, retries = self.sched.call_with_retries(self.backend, lambda: self.backend.generate(job.request))
+            comp, retries = self.sched.call_with_retries(
+                self.backend, lambda: self.backend.generate(job.request), causes
+            )
             comp.retries = retries
             comp.model = self.model
-            self._done(job, comp)
+            self._done(job, comp, causes)
         except BaseException as e:
             job.future.set_exception(e if isinstance(e, Exception) else ModelCallError(str(e)))
             self.sched.stats.finish(False)
@@ -344,10 +423,12 @@ class _Lane:
             return
         if self._over_budget(group):
             return
+        causes: list[str] = []
         try:
             comps, retries = self.sched.call_with_retries(
                 self.backend,
                 lambda: self.backend.generate_batch([j.request for j in group], self.sched.cancelled),
+                causes,
             )
         except BaseException as e:
             err = e if isinstance(e, Exception) else ModelCallError(str(e))
@@ -358,17 +439,26 @@ class _Lane:
         for job, comp in zip(group, comps, strict=True):
             comp.retries = retries
             comp.model = self.model
-            self._done(job, comp)
+            self._done(job, comp, causes)
 
-    def _done(self, job: Job, comp: Completion) -> None:
+    def _done(self, job: Job, comp: Completion, causes: list[str] | None = None) -> None:
         # Model output is untrusted: a secret it echoes must not reach the cache,
-        # the records, the report or a trace, so it is scrubbed here, once.
-        comp.text = redact(comp.text)
+        # the records, the report or a trace, so it is scrubbed here, once; and it is
+        # cut to the output bound here, so nothing downstream holds more.
+        comp.text, original = cut(redact(comp.text), self.sched.output_limit)
+        extra = dict(comp.extra)
+        if original is not None:
+            extra.update(output_bytes=original, output_limit=self.sched.output_limit)
+        if causes:
+            extra["retry_causes"] = list(causes)
+        comp.extra = extra
         if self.sched.cache is not None:
+            key = job.request.key(self.identity)
             try:
-                self.sched.cache.put(job.request.key(self.identity), comp)
+                self.sched.cache.put(key, comp, job.request.request_hash(), self.identity)
             except Exception:
                 pass
+            comp.extra["cache"] = cache_info(job, key, self.identity, self.sched.cache.mode)
         self.sched.stats.finish(True, cost=comp.cost)
         job.future.set_result(comp)
 
@@ -391,6 +481,31 @@ def _batches(jobs: list[Job], size: int, backend: Backend) -> list[list[Job]]:
         batches.extend(group[i : i + size] for i in range(0, len(group), size))
     batches.sort(key=lambda b: min(j.index for j in b))
     return batches
+
+
+def cache_info(job: Job, key: str, identity: str, status: str) -> dict[str, Any]:
+    """What an item's record keeps about its cache key (read by ``llmeval cache explain``, which
+    recomputes the request hash from the recorded messages and these parameters)."""
+    info: dict[str, Any] = {
+        "status": "hit" if status == "hit" else ("miss" if status in ("rw", "ro") else status),
+        "key": key,
+        "identity": identity,
+        "params": job.request.param_dict,
+    }
+    if job.cache_note:
+        info["note"] = job.cache_note
+    return info
+
+
+def _earlier(causes: list[str]) -> str:
+    """``; earlier: 2x RateLimitError: ..., 1x APIConnectionError: ...`` (distinct causes, counted)."""
+    if not causes:
+        return ""
+    counts: dict[str, int] = {}
+    for c in causes:
+        short = c if len(c) <= 120 else c[:117] + "..."
+        counts[short] = counts.get(short, 0) + 1
+    return "; earlier: " + ", ".join(f"{n}x {c}" for c, n in counts.items())
 
 
 def _describe(exc: BaseException) -> str:

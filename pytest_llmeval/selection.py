@@ -19,6 +19,7 @@ from .models import (
     known_models,
     model_types,
 )
+from .redact import register_key_envs
 
 
 class ModelSelection:
@@ -73,6 +74,9 @@ class ModelSelection:
                 self._specs = known_models(self.models_file(), self.models_file_required(), extra)
             except ConfigError as e:
                 raise pytest.UsageError(str(e)) from None
+            # Every key the file points at (the judge's included) is scrubbed from everything the
+            # run writes, whatever its variable is called; specs load before any request is made.
+            register_key_envs(getattr(s, "api_key_env", None) for s in self._specs.values())
         return self._specs
 
     def where(self) -> str:

@@ -23,7 +23,7 @@ import pytest
 from .collection import Collection, is_eval_item
 from .console import load_dotenv, write_line
 from .generation import Generation
-from .outcome import GateOptions, RunOutcome, build_outcome, judge_agreement
+from .outcome import GateOptions, GenerationStats, RunOutcome, build_outcome, judge_agreement
 from .records import Records
 from .selection import ModelSelection
 
@@ -60,6 +60,7 @@ class LLMEvalSession:
         self.html: Any = None  # report.HtmlReport, when pytest-html is installed
         self.outcome: RunOutcome | None = None
         self.pytest_session: pytest.Session | None = None
+        self.worker_stats: list[dict[str, Any]] = []  # xdist: each worker's generation counters
         if not config.getoption("list_models"):
             if self.selection.explicit:
                 self.selection.validate(check_runnable=not self.is_worker)
@@ -127,15 +128,21 @@ class LLMEvalSession:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """xdist: the controller collects nothing; the workers tell it the dataset hashes."""
-        self.collection.datasets.update(getattr(node, "workeroutput", {}).get("llmeval_datasets", {}))
+        """xdist: the controller collects nothing; the workers send their dataset hashes and
+        generation counters (``config.workeroutput``)."""
+        output = getattr(node, "workeroutput", {})
+        self.collection.datasets.update(output.get("llmeval_datasets", {}))
+        if output.get("llmeval_stats"):
+            self.worker_stats.append(output["llmeval_stats"])
 
     def _open_outputs(self) -> None:
         if os.environ.get("ENABLE_OTEL", "").lower() in ("1", "true", "yes") or self.config.getoption("otel"):
+            from .console import output_limit
             from .tracing import Tracer
 
             self.tracer = Tracer.from_env()
             self.tracer.warn = lambda message: write_line(self.config, message, yellow=True)
+            self.tracer.text_limit = output_limit(self.config)  # one output bound, in traces too
             self.records.subscribe(self.tracer.item)
         if self.config.getoption("no_metrics"):
             return
@@ -193,6 +200,9 @@ class LLMEvalSession:
         self.generation.shutdown()
         if self.is_worker:
             self.config.workeroutput["llmeval_datasets"] = dict(self.collection.datasets)  # type: ignore[attr-defined]
+            stats = GenerationStats.of(self.generation.stats())
+            if stats is not None:  # the controller sums what its workers generated
+                self.config.workeroutput["llmeval_stats"] = stats.as_worker_output()  # type: ignore[attr-defined]
             return
         self.generation.stop_servers()
         config = self.config
@@ -212,7 +222,7 @@ class LLMEvalSession:
             judge_note=lambda aggs: judge_agreement(
                 config, self.generation.judges_used, aggs, self.selection.specs
             ),
-            stats=self.generation.stats(),
+            stats=GenerationStats.total([GenerationStats.of(self.generation.stats()), *self.worker_stats]),
             report_path=self.html.report_path if self.html is not None else None,
             run_dir=self.store.run_dir if self.store is not None else None,
             estimate_lines=self.estimate_lines,

@@ -78,8 +78,10 @@ class MetricsStore:
         warn: Callable[[str], None] | None = None,
         lazy: bool = False,
         keep_empty: bool = False,
+        output_limit: int | None = OUTPUT_LIMIT,
     ) -> None:
         self.run_id = run_id
+        self.output_limit = output_limit  # the run's output bound (records arrive cut to it already)
         self.db_path = db_path
         self.run_dir = run_dir
         self._row_source = run_row
@@ -164,7 +166,7 @@ class MetricsStore:
                 self._warn("jsonl", f"results.jsonl not written: {e}")
         if self.conn is not None:
             with self._lock:
-                self._pending.append(result_row(self.run_id, rec))
+                self._pending.append(result_row(self.run_id, rec, self.output_limit))
                 due = (
                     len(self._pending) >= FLUSH_EVERY_N
                     or time.monotonic() - self._last_flush >= FLUSH_EVERY_S
@@ -429,6 +431,8 @@ def open_run(
             "shard": None if shard is None else str(shard),
         }
 
+    from .console import output_limit
+
     return MetricsStore(
         run_id,
         db_path_for(config),
@@ -437,6 +441,7 @@ def open_run(
         warn=_terminal_warn(config),
         lazy=shard is None,
         keep_empty=shard is not None,
+        output_limit=output_limit(config),
     )
 
 

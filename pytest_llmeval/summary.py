@@ -7,6 +7,7 @@ from typing import Any
 from .outcome import RunOutcome
 from .redact import safe_terminal
 from .results import Aggregate
+from .timing import latency_text
 
 
 def write_summary(tw: Any, outcome: RunOutcome) -> None:
@@ -21,9 +22,8 @@ def write_summary(tw: Any, outcome: RunOutcome) -> None:
         for k, v in a.scores.items():
             rate = f"  (rate {a.rates[k]:.1%})" if k in a.rates else ""
             tw.write_line(f"    {k:<22} mean {v:.3f}{rate}")
-        lat = f"p50 {a.latency_p50:.2f}s p95 {a.latency_p95:.2f}s" if a.latency_p50 is not None else "n/a"
         tw.write_line(
-            f"    latency {lat} | tokens {a.prompt_tokens} in / {a.completion_tokens} out | "
+            f"    {latency_text(a)} | tokens {a.prompt_tokens} in / {a.completion_tokens} out | "
             f"cost ${a.cost_spent:.4f} spent, ${a.cost_replayed:.4f} replayed from cache "
             f"({a.cached}/{a.n} cached) | retries {a.retries}"
         )
@@ -38,6 +38,12 @@ def write_summary(tw: Any, outcome: RunOutcome) -> None:
         tw.write_line(
             f"generation: {st.done} completions ({st.cached} from cache), {st.retries} retries, "
             f"first result after {st.first_result_s or 0.0:.1f}s"
+        )
+    if st is not None and st.near_misses:
+        tw.write_line(
+            f"cache: {st.near_misses} miss(es) had the same request cached for another model identity, e.g. "
+            f"{safe_terminal(st.near_miss_note or '', 300)} (llmeval cache explain NODEID shows an item's key)",
+            yellow=True,
         )
     if outcome.verdict is not None:
         outcome.verdict.render(tw)

@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .bounds import DEFAULT_LIMIT, cut
 from .otlp import (  # noqa: F401  (EXPORT_TIMEOUT_S and resolve_target: where traces go)
     EXPORT_TIMEOUT_S,
     OtlpTarget,
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 CAPTURE_ENV = "LLMEVAL_OTEL_CAPTURE_CONTENT"
 SERVICE_NAME = "pytest-llmeval"
 SCOPE = "pytest_llmeval"
-TEXT_LIMIT = 16 * 1024  # characters of captured prompt/output per attribute
+TEXT_LIMIT = DEFAULT_LIMIT  # bytes of captured text per attribute; the session sets the run's bound
 # The end of the run waits at most this long for the last spans, whatever the exporter does.
 SHUTDOWN_TIMEOUT_S = 5.0
 
@@ -71,9 +72,17 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _text(value: Any) -> str:
-    s = redact(str(value))
-    return s if len(s) <= TEXT_LIMIT else s[:TEXT_LIMIT] + "...[truncated]"
+def _text(value: Any, limit: int | None = TEXT_LIMIT) -> str:
+    """Captured text: redacted and cut to the output bound, marked with its size."""
+    return cut(redact(str(value)), limit)[0]
+
+
+def _duration(rec: CaseResult) -> float | None:
+    """The call's duration: its request latency, or for an item of a batch, its time to last token."""
+    if rec.latency_s is not None:
+        return rec.latency_s
+    ttlt = (rec.extra or {}).get("time_to_last_token_s")
+    return None if ttlt is None else float(ttlt)
 
 
 class Tracer:
@@ -107,6 +116,7 @@ class Tracer:
             _truthy(os.environ.get(CAPTURE_ENV)) if capture_content is None else capture_content
         )
         self.exporter = exporter
+        self.text_limit: int | None = TEXT_LIMIT  # the run's output bound, for captured content
         # Where warnings go; the plugin may point it at the terminal. Called from the main thread only.
         self.warn: Callable[[str], None] = stderr_warning
         self.target = target
@@ -166,7 +176,8 @@ class Tracer:
         from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
         end = time.time_ns()
-        latency_ns = int(max(0.0, rec.latency_s or 0.0) * 1e9)
+        duration = _duration(rec)
+        latency_ns = int(max(0.0, duration or 0.0) * 1e9)
         start = end - latency_ns
         if rec.cached:
             # A replayed completion keeps its original latency, which may be longer than the run so far.
@@ -180,7 +191,7 @@ class Tracer:
         if rec.outcome == "error":
             item_span.set_status(Status(StatusCode.ERROR, "the item errored"))
         evaluated = item_span
-        if rec.latency_s is not None:
+        if duration is not None:
             chat = self._tracer.start_span(
                 f"chat {rec.model}",
                 context=set_span_in_context(item_span),
@@ -215,7 +226,7 @@ class Tracer:
         if rec.outcome == "error":
             attrs["error.type"] = "llmeval.error"
         if rec.error and self.capture_content:
-            attrs["llmeval.error"] = _text(rec.error)
+            attrs["llmeval.error"] = _text(rec.error, self.text_limit)
         return attrs
 
     def _chat_attributes(self, rec: CaseResult) -> dict[str, Any]:
@@ -224,11 +235,18 @@ class Tracer:
             "gen_ai.request.model": redact(rec.model),
             "gen_ai.usage.input_tokens": int(rec.prompt_tokens or 0),
             "gen_ai.usage.output_tokens": int(rec.completion_tokens or 0),
-            "llmeval.latency_s": float(rec.latency_s or 0.0),
             "llmeval.cost_usd": float(rec.cost or 0.0),
             "llmeval.cached": bool(rec.cached),
             "llmeval.retries": int(rec.retries or 0),
         }
+        extra = rec.extra or {}
+        if rec.latency_s is not None:  # a request's own latency (an in-process batch has none)
+            attrs["llmeval.latency_s"] = float(rec.latency_s)
+        if extra.get("time_to_last_token_s") is not None:
+            attrs["llmeval.time_to_last_token_s"] = float(extra["time_to_last_token_s"])
+            attrs["llmeval.batch_size"] = int(extra.get("batch_size") or 0)
+        if extra.get("output_bytes"):
+            attrs["llmeval.output_bytes"] = int(extra["output_bytes"])  # the output was cut to the bound
         if rec.finish_reason:
             attrs["gen_ai.response.finish_reasons"] = [str(rec.finish_reason)]
         if self.capture_content:
@@ -243,15 +261,17 @@ class Tracer:
                             for m in rec.messages
                         ],
                         ensure_ascii=False,
-                    )
+                    ),
+                    self.text_limit,
                 )
             if rec.output is not None:
-                attrs["gen_ai.output.messages"] = _text(
+                # The output is cut before it is wrapped, so the attribute stays valid JSON.
+                attrs["gen_ai.output.messages"] = redact(
                     json.dumps(
                         [
                             {
                                 "role": "assistant",
-                                "parts": [{"type": "text", "content": rec.output}],
+                                "parts": [{"type": "text", "content": _text(rec.output, self.text_limit)}],
                                 "finish_reason": rec.finish_reason or "stop",
                             }
                         ],
@@ -271,7 +291,7 @@ class Tracer:
             attrs["llmeval.threshold"] = float(score["threshold"])
         # Explanations quote the output ("expected X, got Y"): content, so opt-in only.
         if score.get("explanation") and self.capture_content:
-            attrs["gen_ai.evaluation.explanation"] = _text(score["explanation"])
+            attrs["gen_ai.evaluation.explanation"] = _text(score["explanation"], self.text_limit)
         return attrs
 
     # -- the end ------------------------------------------------------------

@@ -20,6 +20,9 @@ from typing import Any
 Responder = Callable[[list[dict[str, Any]], dict[str, Any]], str]
 
 FAULTS = ("429", "500", "503", "slow", "reset", "truncated")
+# Not in the default random mix: an HTTP 200 without the answer, and refusals of the key.
+MALFORMED = ("empty_choices", "no_message")
+AUTH_FAULTS = ("401", "403")
 
 
 def echo_last_user(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
@@ -46,6 +49,8 @@ class FakeOpenAIServer:
         model: str = "fake",
         fail_first: int = 0,
         capacity: int = 0,
+        api_key: str | None = None,
+        echo_auth: bool = False,
     ) -> None:
         self.responder = responder
         self.delay = delay
@@ -55,11 +60,16 @@ class FakeOpenAIServer:
         self.slow_seconds = slow_seconds
         self.model = model
         self.fail_first = fail_first
+        # With api_key, a request with another key gets OpenAI's 401, which quotes the key it got.
+        self.api_key = api_key
+        # With echo_auth, every answer repeats the Authorization header it came with (a leaky model).
+        self.echo_auth = echo_auth
         self.times: list[float] = []
         self._rng = random.Random(seed)
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.gets = 0  # GET requests (the models list)
         self.injected: dict[str, int] = {}
         self.completed = 0
         self.in_flight = 0
@@ -104,6 +114,10 @@ class FakeOpenAIServer:
                     pass
 
             def do_GET(self) -> None:
+                with server.lock:
+                    server.gets += 1
+                if server._refuse_key(self):
+                    return
                 if self.path.rstrip("/").endswith("/models"):
                     body = {"object": "list", "data": [{"id": server.model, "object": "model", "owned_by": "fake"}]}
                     self._json(200, body)
@@ -120,6 +134,8 @@ class FakeOpenAIServer:
                     return
                 if server.killed:
                     _reset(self)
+                    return
+                if server._refuse_key(self):
                     return
                 body = json.loads(raw)
                 with server.lock:
@@ -184,6 +200,18 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     # -- responses -----------------------------------------------------------
+    def _refuse_key(self, h: Any) -> bool:
+        """OpenAI's answer to a wrong key (it quotes the key it got); True when it was sent."""
+        if self.api_key is None:
+            return False
+        got = str(h.headers.get("authorization", "")).removeprefix("Bearer ")
+        if got == self.api_key:
+            return False
+        message = f"Incorrect API key provided: {got}. You can find your API key at platform.openai.com."
+        error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}
+        h._json(401, {"error": error})
+        return True
+
     def _serve(self, h: Any, body: dict[str, Any], fault: str | None) -> None:
         if fault == "429":
             h._json(
@@ -196,6 +224,10 @@ class FakeOpenAIServer:
         if fault in ("500", "503"):
             h._json(int(fault), {"error": {"message": "The server had an error", "type": "server_error",
                                            "param": None, "code": None}})
+            return
+        if fault in AUTH_FAULTS:
+            h._json(int(fault), {"error": {"message": "You are not allowed to use this model", "type":
+                                           "invalid_request_error", "param": None, "code": "forbidden"}})
             return
         if fault == "reset":
             _reset(h)
@@ -213,6 +245,8 @@ class FakeOpenAIServer:
             return
         messages = body.get("messages", [])
         text = self.responder(messages, body)
+        if self.echo_auth:
+            text = f"{text} (you sent Authorization: {h.headers.get('authorization')})"
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages) + 3
         completion_tokens = max(1, len(text.split()))
         payload = {
@@ -235,6 +269,10 @@ class FakeOpenAIServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+        if fault == "empty_choices":
+            payload["choices"] = []
+        elif fault == "no_message":
+            del payload["choices"][0]["message"]
         data = json.dumps(payload).encode()
         if fault == "truncated":
             h.send_response(200)
@@ -279,3 +317,10 @@ def models_yaml(base_url: str, names: tuple[str, ...] = ("fake",), **extra: Any)
         for k, v in extra.items():
             lines.append(f"    {k}: {json.dumps(v)}")
     return "\n".join(lines) + "\n"
+
+
+def big_reply(n_bytes: int) -> Responder:
+    """A responder whose every answer is ``n_bytes`` of text (a model gone on and on)."""
+    block = ("lorem ipsum dolor sit amet " * 40)[:1000]
+    text = (block * (n_bytes // len(block) + 1))[:n_bytes]
+    return lambda messages, body: text

@@ -137,6 +137,12 @@ README_COMMANDS = {
     ".venv/bin/python -m serving --model smollm2 --adapters json-lora=data/lora_adapters/json_v1 --port 8001":
         "tests/test_serving.py::test_cli_prints_url_and_stops_cleanly_on_sigint",
     ".venv/bin/llmeval runs": "tests/test_export_cli.py::test_runs_lists_both",
+    ".venv/bin/pytest evals --model smollm2 --shard 2/3 --output data/runs/shard-2":
+        "tests/test_shards.py::test_merged_shards_give_the_unsharded_verdict",
+    ".venv/bin/llmeval merge data/runs/shard-* --baseline evals/baseline.json":
+        "tests/test_shards.py::test_merged_shards_give_the_unsharded_verdict",
+    ".venv/bin/llmeval cache explain 'test_extraction[smollm2-easy-001]'":
+        "tests/test_trust.py::test_two_endpoints_with_one_model_name_never_share_cached_answers",
     ".venv/bin/llmeval compare --baseline latest~1 --current latest":
         "tests/test_export_cli.py::test_compare_shows_changed_cases_and_p_value",
     ".venv/bin/llmeval export --format prometheus --run latest --output data/llmeval.prom":

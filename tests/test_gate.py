@@ -346,7 +346,8 @@ def test_compare_models_needs_shared_cases():
             "--tolerance",
             "pass_rte:-0.02",
             "*unknown metric 'pass_rte' (did you mean pass_rate?); valid: pass_rate, "
-            "latency_p50, latency_p95, cost, score:NAME*",
+            "latency_p50, latency_p95, cost, time_to_last_token_p50, time_to_last_token_p95, s_per_token_p50, "
+            "score:NAME*",
         ),
         ("--tolerance", "exact_match:-0.1", "*unknown metric 'exact_match'*score:NAME*"),
         (

@@ -287,6 +287,7 @@ def test_judge_scores_at_temperature_zero_and_records_a_judge_score(judged):
             "passed": True,
             "explanation": "Right, but terse.\njudge: smollm2",
             "aggregate": "mean",
+            "scale": [1.0, 5.0],  # drawn on 1-5 in the report's charts
         }
     ]
 

@@ -142,16 +142,13 @@ def test_summary_is_the_same_with_xdist(eval_project):
     result.stdout.fnmatch_lines(["test_eval.py::test_echo [[]fake[]]: n=3 pass rate 66.7% (2 passed, 1 failed)"])
 
 
-def test_model_call_failure_is_an_error_with_its_cause(eval_project):
+def test_model_call_failure_is_an_error_with_its_cause(eval_project, fake_openai):
     p = eval_project(CASES[:2], max_retries=1)
-    # Point the model at a port where nothing listens.
-    text = p.path.joinpath("models.yaml").read_text()
-    import re
-
-    p.path.joinpath("models.yaml").write_text(re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:9", text))
+    # The server is up (a dead one ends the session at once: test_trust.py) but fails every call.
+    fake_openai.faults, fake_openai.fail_first = ("500",), 100
     result = p.runpytest("--model", "fake")
     result.assert_outcomes(errors=2)
-    result.stdout.fnmatch_lines(["*model fake: APIConnectionError: Connection error.*after 1 retries*"])
+    result.stdout.fnmatch_lines(["*model fake: InternalServerError*500*after 1 retries; earlier: 1x *"])
     result.stdout.fnmatch_lines(["*n=2 pass rate 0.0% (0 passed, 0 failed, 2 errors)*"])
     assert "During handling of the above exception" not in result.stdout.str()  # the cause, once
 

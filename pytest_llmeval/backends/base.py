@@ -34,13 +34,24 @@ class Request:
 
     def key(self, model_identity: str) -> str:
         """Cache key: model identity + messages + generation parameters."""
-        payload = json.dumps(
-            {"model": model_identity, "messages": self.messages, "params": self.params},
-            sort_keys=True,
-            ensure_ascii=False,
-            default=str,
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()
+        return _sha256({"model": model_identity, "messages": self.messages, "params": self.params})
+
+    def request_hash(self) -> str:
+        """The key without the model: equal for the same messages and parameters sent to any model.
+
+        The response cache indexes its entries by it, so a miss can say that the same
+        request is cached for another model identity (another endpoint, another adapter).
+        """
+        return _sha256({"messages": self.messages, "params": self.params})
+
+    def messages_hash(self) -> str:
+        """sha256 of the messages alone (what ``llmeval cache explain`` shows)."""
+        return _sha256({"messages": self.messages})
+
+
+def _sha256(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _freeze(v: Any) -> Any:
@@ -82,6 +93,9 @@ class Backend:
     """
 
     mode: ClassVar[Literal["batch", "concurrent"]] = "concurrent"
+    #: False for backends whose ``latency_s`` is a whole batch's time (in-process models): their
+    #: completions carry ``extra["batch_size"]`` and the item's own timing instead (see timing.py)
+    latency_is_per_request: ClassVar[bool] = True
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec

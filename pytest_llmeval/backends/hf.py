@@ -86,6 +86,7 @@ class HFBackend(Backend):
     """A transformers causal LM generating batches with left padding (greedy by default)."""
 
     mode = "batch"
+    latency_is_per_request = False  # each item gets its time to last token in extra (timing.py)
 
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
@@ -170,8 +171,11 @@ class HFBackend(Backend):
         prompts = [self._prompt_ids(r) for r in requests]
         pad = self.tokenizer.pad_token_id
 
+        steps: list[float] = []  # when each decoding step ended (criteria run once per new token)
+
         class _Cancel(StoppingCriteria):
             def __call__(self, *_: Any, **__: Any) -> bool:
+                steps.append(time.perf_counter())
                 return bool(cancelled is not None and cancelled.is_set())
 
         gen_kwargs: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([_Cancel()])}
@@ -192,8 +196,14 @@ class HFBackend(Backend):
             if eos in new:
                 new = new[: new.index(eos)]
                 finish = "stop"
+                last_step = len(new)  # the step that produced the end-of-sequence token
             while new and new[-1] == pad:
                 new.pop()
+            if finish == "length":
+                last_step = max(0, len(new) - 1)
+            # The item's own figure: from the batch's start to its last token (a batch shares its wall time).
+            done_at = steps[min(last_step, len(steps) - 1)] if steps else started + elapsed
+            ttlt = max(0.0, done_at - started)
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             for s in stops:
                 if s and s in text:
@@ -202,14 +212,17 @@ class HFBackend(Backend):
             results.append(
                 Completion(
                     text=text,
-                    # A batch shares its wall time; each member waited for all of it.
-                    latency_s=elapsed,
+                    latency_s=ttlt,
                     prompt_tokens=len(p),
                     completion_tokens=len(new),
                     cost=self.spec.cost(len(p), len(new)),
                     finish_reason=finish,
                     model=self.name,
-                    extra={"batch_size": len(requests)},
+                    extra={
+                        "batch_size": len(requests),
+                        "time_to_last_token_s": round(ttlt, 6),
+                        "s_per_token": round(ttlt / (last_step + 1), 6),
+                    },
                 )
             )
         return results

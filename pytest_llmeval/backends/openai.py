@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..endpoint import effective_base_url, normalise_endpoint
 from ..errors import ConfigError, ModelCallError
 from ..models import ModelSpec, check_embedded, check_key
 from .base import Backend, Completion, Request
@@ -34,10 +35,14 @@ class OpenAISpec(ModelSpec):
         return self.model
 
     def identity(self) -> str:
-        # The key set and order are those of every cache entry written so far: keep them.
-        ident: dict[str, Any] = {"type": self.type, "path": None, "model": self.model}
+        # A remote model's outputs depend on where it is served: the endpoint (or, for a replica
+        # list, the deployment, whichever replica answers) is part of the key, so two servers
+        # answering to the same model name never share cached completions.
+        ident: dict[str, Any] = {"type": self.type, "path": None, "model": self.model, "served_model": self.model}
         if self.replicas:
             ident["deployment"] = deployment_key(self.deployment, self.replicas)
+        else:
+            ident["endpoint"] = normalise_endpoint(effective_base_url(self.base_url))
         return json.dumps(ident, sort_keys=True)
 
     def validate(self, where: str) -> None:
@@ -48,6 +53,10 @@ class OpenAISpec(ModelSpec):
             super().check_available()
         check_key(self.api_key_env)
         check_embedded(self.model)
+
+
+class MalformedResponse(ValueError):
+    """An HTTP 200 whose body is not a usable chat completion (retryable, like a truncated body)."""
 
 
 class OpenAIBackend(Backend):
@@ -116,10 +125,14 @@ class OpenAIBackend(Backend):
         started = time.perf_counter()
         resp = self._client.chat.completions.create(**kwargs)
         latency = time.perf_counter() - started
+        # A 200 whose body lacks the answer (a proxy's glitch, a half-written reply) is worth another try.
         if not getattr(resp, "choices", None):
-            raise ModelCallError(f"model {self.name}: the server answered without choices")
+            raise MalformedResponse(f"model {self.name}: the server answered HTTP 200 without choices")
         choice = resp.choices[0]
-        text = choice.message.content or ""
+        message = getattr(choice, "message", None)
+        if message is None:
+            raise MalformedResponse(f"model {self.name}: the server answered HTTP 200 without a message")
+        text = message.content or ""
         usage = getattr(resp, "usage", None)
         pt = int(getattr(usage, "prompt_tokens", 0) or 0)
         ct = int(getattr(usage, "completion_tokens", 0) or 0)

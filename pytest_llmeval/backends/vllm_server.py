@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..endpoint import normalise_endpoint
 from ..errors import ConfigError, ModelCallError, ModelUnavailable
 from ..models import (
     ModelSpec,
@@ -60,14 +61,19 @@ class VLLMServerSpec(OpenAISpec):
         return self.adapters.get(self.adapter, self.adapter) if self.adapter else None
 
     def identity(self) -> str:
-        # The key set and order are those of every cache entry written so far: keep them.
+        # A server the session starts keeps the key set of every cache entry written so far
+        # (keep it byte-identical); a remote one (base_url) adds where it is and what it serves.
         ident: dict[str, Any] = {"type": self.type, "path": None, "model": self.model}
         ident["model_fp"] = path_fingerprint(self.model)
         adapter = self.adapter_path()
         if adapter:
             ident["adapter"] = adapter_identity(adapter)
-        if self.replicas:
+        if self.replicas:  # servers somewhere else: the deployment, whichever replica answers
             ident["deployment"] = deployment_key(self.deployment, self.replicas)
+            ident["served_model"] = self.adapter or self.model
+        elif self.base_url:  # a server somewhere else: which one, and the name it serves, decide the output
+            ident["endpoint"] = normalise_endpoint(_normalise(self.base_url))
+            ident["served_model"] = self.adapter or self.model
         return json.dumps(ident, sort_keys=True)
 
     def validate(self, where: str) -> None:

@@ -24,11 +24,16 @@ class Score:
     passed: bool = True
     explanation: str = ""
     aggregate: str = "mean"  # how the run summarises it: "mean" of values or "rate" of passes
+    scale: tuple[float, float] | None = None  # (worst, best) when not 0..1, e.g. (1, 5) for the judge
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}  # flat fields: no deep copy
         if isinstance(d["value"], float) and not math.isfinite(d["value"]):
             d["value"] = None
+        if d["scale"] is None:
+            del d["scale"]  # the common case: records stay as they were
+        else:
+            d["scale"] = [float(x) for x in d["scale"]]
         return d
 
     def message(self) -> str:
@@ -114,11 +119,15 @@ def make_score(
     threshold: float | None,
     explanation: str = "",
     aggregate: str = "mean",
+    scale: tuple[float, float] | None = None,
 ) -> Score:
-    """Build a Score; passed means value >= threshold (no threshold: always passed)."""
+    """Build a Score; passed means value >= threshold (no threshold: always passed).
+
+    ``scale`` is the score's range when it is not 0..1 (the judge's 1-5), so charts draw it on its own scale.
+    """
     value = float(value)
     passed = threshold is None or (math.isfinite(value) and value >= threshold - 1e-12)
-    return Score(name, value, threshold, passed, explanation, aggregate)
+    return Score(name, value, threshold, passed, explanation, aggregate, scale)
 
 
 def scorer(
