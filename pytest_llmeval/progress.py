@@ -104,6 +104,11 @@ def bars_to_status(topic: str, label: str) -> Iterator[None]:
             gguf.tqdm = own
 
 
+def _latest_text() -> str | None:
+    with _lock:
+        return list(_activities.values())[-1][0] if _activities else None
+
+
 def current_activity() -> str | None:
     """The latest announced activity with how long it has run, e.g. ``loading smollm2 (12s)``."""
     with _lock:
@@ -149,7 +154,7 @@ class Progress:
         self.tick_s = min(TICK_S, self.every)
         self._shown = 0  # characters of the status line drawn after pytest's line (terminal)
         self._last_line = time.monotonic()  # the first log line comes after one interval
-        self._last_text = ""
+        self._last_key: tuple[int, str | None] = (-1, None)
         if self._mode != "off":
             with _lock:
                 _listeners.append(self)
@@ -175,9 +180,10 @@ class Progress:
         now = time.monotonic()
         if now - self._last_line < self.every or (not waiting and stats.done >= stats.submitted):
             return
-        if text == self._last_text and now - self._last_line < max(60.0, self.every):
+        key = (stats.done, _latest_text())
+        if key == self._last_key and now - self._last_line < max(60.0, self.every):
             return  # nothing new: a line a minute while a long batch runs
-        self._last_line, self._last_text = now, text
+        self._last_line, self._last_key = now, key
         from .console import write_line
 
         write_line(self.config, text, cyan=True)
