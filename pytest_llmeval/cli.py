@@ -215,6 +215,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
         warn=lambda msg: print(msg, file=sys.stderr),
     )
     write_summary(_Terminal(), outcome)
+    from .ci_summary import write_ci_summary
+
+    for problem in write_ci_summary(outcome, args.summary, title="LLM evals (merged shards)"):
+        print(problem, file=sys.stderr)
     print(f"merged {len(runs)} shards into run {outcome.run_id}")
     return EXIT_OK if outcome.exit_status == 0 else EXIT_FAILED
 
@@ -356,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     # The gate options of pytest; left out, the project's ini keys apply, as in a run.
     add_gate_options(
         sp.add_argument, "baseline to gate the merged run with (default: the ini llmeval_baseline)"
+    )
+    sp.add_argument(
+        "--summary",
+        "--llmeval-summary",
+        dest="summary",
+        default=None,
+        metavar="FILE",
+        help="write the merged run's Markdown summary to FILE (also to $GITHUB_STEP_SUMMARY when set)",
     )
     sp.set_defaults(func=cmd_merge)
 

@@ -19,6 +19,7 @@ import pytest
 
 from .console import invocation_path, option_or_ini
 from .errors import ConfigError
+from .flips import CaseFlip, case_flips
 from .gate import Floor, ModelComparison, Tolerance, Verdict, compare_models
 from .results import Aggregate, CaseResult, aggregate
 
@@ -94,6 +95,7 @@ class RunOutcome:
     exit_status: int = 0
     complete: bool = True  # False when the run stopped early (Ctrl-C, -x, an internal error)
     estimate_lines: tuple[str, ...] = field(default=())
+    flips: tuple[CaseFlip, ...] = ()  # cases whose outcome changed against the baseline (flips.py)
 
     @functools.cached_property
     def results(self) -> dict[str, CaseResult]:
@@ -167,6 +169,7 @@ class GateResult:
     saved: str | None = None
     save_error: str | None = None
     deferred: bool = False  # a shard: the verdict belongs to the merged run
+    flips: tuple[CaseFlip, ...] = ()
 
 
 def run_gate(
@@ -189,6 +192,7 @@ def run_gate(
     if baseline_path and options.save is not None and not Path(baseline_path).is_file():
         baseline_path = None
     verdict = None
+    flips: tuple[CaseFlip, ...] = ()
     checks = {
         "tolerances": list(options.tolerances),
         "floors": list(options.floors),
@@ -200,7 +204,9 @@ def run_gate(
         verdict = Verdict.error(options.error)
     elif baseline_path:
         try:
-            verdict = gate.compare(gate.load_baseline(baseline_path)["entries"], aggregates, **checks)
+            entries = gate.load_baseline(baseline_path)["entries"]
+            verdict = gate.compare(entries, aggregates, **checks)
+            flips = tuple(case_flips(entries, aggregates))
         except ConfigError as e:
             verdict = Verdict.error(str(e))
     elif options.floors:
@@ -213,7 +219,7 @@ def run_gate(
             )
         except ConfigError as e:
             save_error = str(e)
-    return GateResult(verdict, note, saved, save_error)
+    return GateResult(verdict, note, saved, save_error, flips=flips)
 
 
 def exit_status_after_gate(status: int, result: GateResult, errors: int = 0) -> int:
@@ -327,4 +333,5 @@ def build_outcome(
         exit_status=status,
         complete=status in (0, 1) and not stopped,
         estimate_lines=tuple(estimate_lines),
+        flips=gate_result.flips,
     )

@@ -85,6 +85,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--no-llmeval-report", action="store_true", help="do not write the default HTML report")
     group.addoption("--otel", action="store_true", help="emit OpenTelemetry traces (also ENABLE_OTEL=true)")
     group.addoption(
+        "--llmeval-summary",
+        dest="llmeval_summary",
+        default=None,
+        metavar="FILE",
+        help="write the run's Markdown summary (verdict, results, gate, flipped cases) to FILE; "
+        "also written to $GITHUB_STEP_SUMMARY when that is set",
+    )
+    group.addoption(
         "--output-limit",
         dest="llmeval_output_limit",
         type=_output_limit,

@@ -242,6 +242,10 @@ class LLMEvalSession:
             self.store.finish(outcome)
         if self.tracer is not None:
             self.tracer.shutdown(outcome)
+        from .ci_summary import write_ci_summary
+
+        for problem in write_ci_summary(outcome, config.getoption("llmeval_summary", None)):
+            write_line(config, problem, yellow=True)
 
     def _count_gate(self, outcome: RunOutcome, before: int) -> None:
         """The gate's verdict in pytest's final line ("1 gate passed" / "1 gate failed")."""

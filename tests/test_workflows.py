@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -110,3 +111,53 @@ def test_the_merge_job_gates_shard_folders_from_a_test_run(pytester: pytest.Pyte
         p.name for p in merged.iterdir()
     }
     assert "llmeval_gate_passed 0" in (merged / "metrics.prom").read_text()
+
+
+# -- the pull request's eval job, run here ------------------------------------------------------
+def test_the_pull_request_runs_the_gated_starter_suite():
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "tests.yml").read_text())
+    job = workflow["jobs"]["evals-smoke"]
+    assert "pull_request" in workflow[True] and job["if"] == "github.event_name == 'pull_request'"
+    run = next(s["run"] for s in job["steps"] if "pytest evals/starter" in s.get("run", ""))
+    assert "--model smollm2" in run and "--baseline evals/baseline.json" in run and "--llmeval-summary" in run
+    baseline = json.loads((ROOT / "evals" / "baseline.json").read_text())
+    assert "smollm2" in baseline["entries"]["evals/starter/test_starter.py::test_name_age"]  # a gate to pass
+
+
+@pytest.mark.slow
+def test_the_pull_request_eval_step_writes_its_summary(tmp_path):
+    """The job's eval command, run as the workflow runs it, on a copy of the project: the job summary
+    file gets the verdict and the table, and the gate passes against the committed baseline."""
+    import os
+    import shutil
+
+    import yaml
+    from markdown_it import MarkdownIt
+
+    job = yaml.safe_load((ROOT / ".github" / "workflows" / "tests.yml").read_text())["jobs"]["evals-smoke"]
+    run = next(s["run"] for s in job["steps"] if "pytest evals/starter" in s.get("run", ""))
+    for part in ("evals/starter", "evals/baseline.json", "evals/models.yaml", "pyproject.toml"):
+        src, dst = ROOT / part, tmp_path / part
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    shim = tmp_path / ".venv" / "bin" / "pytest"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pytest "$@"\n')
+    shim.chmod(0o755)
+    step_summary = tmp_path / "step_summary.md"
+    env = {
+        **os.environ,
+        "GITHUB_STEP_SUMMARY": str(step_summary),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(["bash", "-e", "-c", run], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = step_summary.read_text()
+    assert (tmp_path / "data" / "runs" / "smoke" / "summary.md").read_text() == text
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    heading = next(tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open")
+    assert heading == "LLM evals: gate PASSED ✅"
+    cells = [t.content for t in tokens if t.type == "inline"]
+    assert r"evals/starter/test\_starter.py::test\_name\_age" in cells and "smollm2" in cells
