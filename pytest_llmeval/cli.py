@@ -7,6 +7,7 @@
     llmeval compare [--baseline RUN] [--current RUN] [--html PATH | --no-html]
     llmeval merge RUN_DIR... [--output DIR] [--baseline FILE] [--tolerance ...] [--fail-under ...]
     llmeval cache explain NODEID [--run RUN] [--cache-path PATH]
+    llmeval table [--run ID|latest] [--unmeasured MODEL,...]   (Markdown results table)
 
 Default paths are those a ``pytest`` run in the current directory uses: under
 its rootdir (the folder of the nearest ``pytest.ini`` / ``pyproject.toml`` /
@@ -387,8 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", nargs="?", default="smollm2", help="embedded model (default smollm2)")
     sp.set_defaults(func=cmd_fetch_model)
     from .cache_cli import register as register_cache
+    from .results_table import register as register_table
 
     register_cache(sub, common)
+    register_table(sub, common)
     return p
 
 

@@ -147,6 +147,8 @@ README_COMMANDS = {
         "tests/test_export_cli.py::test_compare_shows_changed_cases_and_p_value",
     ".venv/bin/llmeval export --format prometheus --run latest --output data/llmeval.prom":
         "tests/test_export_cli.py::test_export_prometheus_textfile",
+    ".venv/bin/llmeval table --run latest --unmeasured gpt-4o-mini,llama3-8b-base":
+        "tests/test_results_table.py::test_table_of_a_server_run_with_prices",
 }
 
 
