@@ -279,6 +279,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, spec in specs.items():
         ok, why = spec.availability()
         print(f"  {name:<{width}}  {spec.type:<12} {'ready' if ok else why}  [{spec.origin}]")
+        if spec.description:
+            print(f"  {'':<{width}}  {safe_terminal(spec.description, 200)}")
     return EXIT_OK
 
 

@@ -72,7 +72,19 @@
     return apply();
   }
 
+  // pytest-html's environment table (Python, platform, plugins) is noise in an eval report: it starts
+  // collapsed; a click on its heading opens it (pytest-html's own toggle).
+  function collapseEnvironment() {
+    var table = document.getElementById("environment");
+    var head = document.getElementById("environment-header");
+    if (table && head && !table.classList.contains("hidden")) {
+      table.classList.add("hidden");
+      head.classList.add("collapsed");
+    }
+  }
+
   function init() {
+    collapseEnvironment();
     var selects = document.querySelectorAll("select[data-llm-filter]");
     for (var i = 0; i < selects.length; i++) {
       selects[i].addEventListener("change", function (evt) {

@@ -154,6 +154,24 @@ class HtmlReport:
 
         report.extras = [*getattr(report, "extras", []), extras.html(render_details(rec))]
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> Iterator[None]:
+        """One line names the report: the summary's ``HTML report: PATH``, not pytest-html's second one."""
+        if self.outcome is None or self.outcome.report_path is None:
+            return (yield)
+        original = terminalreporter.write_sep
+
+        def write_sep(sep: str, title: str | None = None, **kw: Any) -> Any:
+            if title and title.startswith("Generated html report: "):
+                return None
+            return original(sep, title, **kw)
+
+        terminalreporter.write_sep = write_sep
+        try:
+            return (yield)
+        finally:
+            del terminalreporter.write_sep  # the class's method again
+
     def pytest_html_report_title(self, report: Any) -> None:
         if self.default_path is not None:
             report.title = f"LLM eval report {self.run_id}"

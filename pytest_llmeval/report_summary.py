@@ -319,6 +319,10 @@ def _filters(results: dict[str, CaseResult]) -> str:
     )
 
 
+# A row whose models differ (outcome or output): the orange left border, explained by the legend.
+DIFFERS = ' llm-differs" title="the models differ on this case: another outcome or another output'
+
+
 def side_by_side(results: dict[str, CaseResult]) -> str:
     """Each case's outputs from every model in columns, per test; empty when one model ran."""
     models = list(dict.fromkeys(r.model for r in results.values()))
@@ -327,7 +331,12 @@ def side_by_side(results: dict[str, CaseResult]) -> str:
     by_test: dict[str, dict[str, dict[str, CaseResult]]] = defaultdict(dict)
     for r in results.values():
         by_test[r.test].setdefault(r.case_id, {})[r.model] = r
-    parts = [f'<h3>Side by side: {" vs ".join(esc(m) for m in models)}</h3><div id="llm-side-by-side">']
+    parts = [
+        f'<h3>Side by side: {" vs ".join(esc(m) for m in models)}</h3>'
+        '<p class="llm-legend"><span class="llm-swatch-differs"></span> an orange left border marks a case '
+        "whose models differ: another outcome or another output</p>"
+        '<div id="llm-side-by-side">'
+    ]
     for test, cases in by_test.items():
         head = "<tr><th>case</th>" + "".join(f"<th>{esc(m)}</th>" for m in models) + "</tr>"
         rows = []
@@ -347,7 +356,7 @@ def side_by_side(results: dict[str, CaseResult]) -> str:
                     f"<span class='llm-muted'>score {_num(r.main_value())}</span>{fold(r.output)}</td>"
                 )
             rows.append(
-                f'<tr class="llm-sbs-row{" llm-differs" if differ else ""}" data-llm-tags="{esc(tags)}" '
+                f'<tr class="llm-sbs-row{DIFFERS if differ else ""}" data-llm-tags="{esc(tags)}" '
                 f'data-llm-outcomes="{esc(outs)}"><td><b>{esc(cid)}</b><br><span class="llm-muted">'
                 f"{esc(', '.join(map(str, any_rec.tags)))}</span></td>{''.join(cells)}</tr>"
             )

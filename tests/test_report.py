@@ -356,6 +356,8 @@ def test_hostile_outputs_render_inert_in_headless_chromium(pytester: pytest.Pyte
         assert r["sideBySideRows"] == 6 and r["sideBySideModels"] == ["a", "b"]
         assert r["rows"] == 13 and r["modelCells"] == 12  # 12 eval items and test_plain
         assert r["foldedOutputs"] >= 2  # the 40-line output, folded
+        assert r["environmentHidden"] is True  # pytest-html's environment table starts collapsed
+        assert "orange left border" in r["legend"]
         assert (
             "Judge reasoning (judge)" in r["detailsText"]
             and "broken: <img src=x onerror=alert(2)>" in r["detailsText"]
@@ -400,6 +402,8 @@ _PAGE_FACTS = """
     modelCells: q('#results-table td[data-llm-model]').length,
     foldedOutputs: q('details.llm-fold').length,
     detailsText: [...q('.llm-detail')].map((d) => d.textContent).join('\\n'),
+    environmentHidden: document.getElementById('environment').classList.contains('hidden'),
+    legend: document.querySelector('.llm-legend')?.textContent || '',
   };
 })()
 """
