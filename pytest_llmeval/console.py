@@ -30,6 +30,7 @@ def write_line(config: pytest.Config, line: str, **markup: bool) -> None:
                 progress.clear()
             tr.ensure_newline()
             tr.write_line(line, **markup)
+        tr.flush()  # a log (CI) gets the line now, not when pytest next writes a result
 
 
 def option_or_ini(config: pytest.Config, option: str, ini: str) -> Any:
