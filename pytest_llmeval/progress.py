@@ -238,6 +238,14 @@ class Progress:
     def pytest_sessionfinish(self) -> None:
         self.clear()
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_keyboard_interrupt(self) -> None:
+        self.clear()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_internalerror(self) -> None:
+        self.clear()
+
     def pytest_unconfigure(self) -> None:
         with _lock:
             if self in _listeners:
