@@ -531,7 +531,7 @@ def test_agreement_line_with_xdist(judged_project):
 def test_unknown_judge_in_a_run_is_an_error_naming_it(judged_project):
     result = judged_project.runpytest("--model", "fake", "--judge", "nope", "-k", "good")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*judge model 'nope' is not in *models.yaml; available: fake, judge*"])
+    result.stdout.fnmatch_lines(["*judge model 'nope' is not in *models.yaml; available: *fake, judge*"])
 
 
 # -- calibration figures ------------------------------------------------------------------------------
