@@ -27,17 +27,18 @@ class BaseModel:
 
 
 def _from_models_file(name: str, models_file: str) -> str | None:
-    p = Path(models_file)
-    if not p.is_file():
-        return None
     from pytest_llmeval.errors import ConfigError
-    from pytest_llmeval.models import load_models
+    from pytest_llmeval.models import builtin_models, load_models
 
-    try:
-        specs = load_models(p)
-    except ConfigError as e:
-        raise FinetuneError(f"cannot read the model names in {p}: {e}") from None
-    spec = specs.get(name)
+    p = Path(models_file)
+    specs = {}
+    if p.is_file():
+        try:
+            specs = load_models(p)
+        except ConfigError as e:
+            raise FinetuneError(f"cannot read the model names in {p}: {e}") from None
+    # The built-in names (smollm2, ...) every project knows without a models file, as the plugin does.
+    spec = specs.get(name) or builtin_models().get(name)
     if spec is None:
         return None
     if spec.type == "hf":

@@ -291,11 +291,16 @@ def load_model(base: BaseModel, cfg: FinetuneConfig, device: str) -> Any:
             f"target_modules {missing} do not exist in {base.arg!r}; it has e.g. "
             f"{', '.join(sorted(m for m in present if m.endswith('_proj'))[:8])}"
         )
+    layers = None
+    if cfg.lora_top_layers:
+        n_layers = int(model.config.num_hidden_layers)
+        layers = list(range(max(0, n_layers - cfg.lora_top_layers), n_layers))
     lora = LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
+        layers_to_transform=layers,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -534,10 +539,14 @@ def _run(
     def time_used() -> float:
         return trained_s / budget_s if budget_s else 0.0
 
+    def schedule_time() -> float:
+        # A cap alone must not change the learning rates: then the same steps give the same adapter anywhere.
+        return time_used() if cfg.fit_schedule_to_budget else 0.0
+
     try:
         while step < total and time_used() < 1.0:
             step_start = time.monotonic()
-            lr = lr_at(step, total, cfg, time_used())
+            lr = lr_at(step, total, cfg, schedule_time())
             for group in optimizer.param_groups:
                 group["lr"] = lr
             step_loss = 0.0
