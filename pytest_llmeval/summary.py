@@ -33,6 +33,10 @@ def write_summary(tw: Any, outcome: RunOutcome) -> None:
         tw.write_sep("-", "models compared on the same cases (paired)")
         for mc in outcome.model_comparisons:
             tw.write_line(mc.line())
+            for name in (mc.reference, mc.model):
+                note = adapter_training_note(outcome.model_specs.get(name))
+                if note:
+                    tw.write_line(f"    note: {name}: adapter {safe_terminal(note, 300)}", yellow=True)
     st = outcome.stats
     if st is not None and st.done:
         tw.write_line(
@@ -67,3 +71,19 @@ def summary_line(a: Aggregate) -> str:
         f"{safe_terminal(a.test)} [{safe_terminal(a.model)}]: n={a.n} pass rate {a.pass_rate:.1%} "
         f"({a.passed} passed, {a.failed} failed{extra})"
     )
+
+
+def adapter_training_note(spec: dict[str, Any] | None) -> str | None:
+    """The ``training_note`` of a model's ``python -m finetune`` adapter (e.g. a run its time budget stopped)."""
+    import json
+    from pathlib import Path
+
+    adapter = (spec or {}).get("adapter")
+    if not adapter:
+        return None
+    try:
+        meta = json.loads((Path(adapter) / "llmeval_adapter.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    note = meta.get("training_note") if isinstance(meta, dict) else None
+    return note if isinstance(note, str) and note else None
