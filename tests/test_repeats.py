@@ -1,0 +1,105 @@
+"""Repeats (issue 21): samples per case, their cache keys, outcome policies, flaky cases, the clustered gate.
+
+The model is the loopback OpenAI server (tests/fakes.py) with a responder that samples the
+way a real server does: at temperature 0 it always gives its greedy answer, above 0 its
+answer depends on the request's ``seed``, so the seed each sample sends is what decides it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from typing import Any
+
+import pytest
+from fakes import FakeOpenAIServer, models_yaml
+
+TEST_BODY = (
+    "from pytest_llmeval import dataset, scorers\n\n"
+    "@dataset('cases.jsonl', max_tokens=8{extra})\n"
+    "def test_s(case, completion):\n"
+    "    scorers.exact_match(completion.text, 'yes')\n"
+)
+
+
+def sampler(state: dict[str, Any]):
+    """Answers "yes" or "no" for a case prompt ``ID RATE``: greedy "yes" when RATE >= 0.5; sampled,
+    "yes" for a share RATE of the seeds (a fixed hash of case and seed). ``state["fail"]``, when set,
+    decides instead: a function (case id, seed) -> True for "no"."""
+
+    def respond(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+        cid, rate = str(messages[-1]["content"]).split()
+        seed = int(body.get("seed") or 0)
+        if state.get("fail") is not None:
+            return "no" if state["fail"](cid, seed) else "yes"
+        if not body.get("temperature"):
+            return "yes" if float(rate) >= 0.5 else "no"
+        return "yes" if zlib.crc32(f"{cid}:{seed}".encode()) % 1000 < float(rate) * 1000 else "no"
+
+    return respond
+
+
+@pytest.fixture
+def sampled(pytester, monkeypatch):
+    """A project with models ``hot`` (temperature 0.7) and ``cold`` (temperature 0) on a sampling server."""
+    state: dict[str, Any] = {}
+    with FakeOpenAIServer(sampler(state)) as srv:
+
+        def make(rates: list[float], *, extra: str = "", ini: str = "", cache: str = "off"):
+            text = models_yaml(srv.base_url, ("hot",), params={"temperature": 0.7})
+            text += models_yaml(srv.base_url, ("cold",)).removeprefix("models:\n")
+            pytester.makefile(".yaml", models=text)
+            rows = [json.dumps({"id": f"c{i:02d}", "prompt": f"c{i:02d} {r}"}) for i, r in enumerate(rates)]
+            pytester.path.joinpath("cases.jsonl").write_text("\n".join(rows) + "\n")
+            pytester.makeini(
+                f"[pytest]\nllmeval_models_file = models.yaml\nllmeval_cache = {cache}\n"
+                f"llmeval_metrics_db = metrics.db\nllmeval_runs_dir = runs\n{ini}"
+            )
+            pytester.makepyfile(test_eval=TEST_BODY.format(extra=extra))
+            return pytester
+
+        make.srv = srv
+        make.state = state
+        yield make
+
+
+def _records(p, result) -> list[dict[str, Any]]:
+    """The records of the run that ``result`` came from (its run folder's results.jsonl)."""
+    line = next(ln for ln in result.outlines if ln.startswith("run folder: "))
+    folder = p.path / line.removeprefix("run folder: ").strip()
+    return [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines()]
+
+
+def _summary(p, result) -> dict[str, Any]:
+    line = next(ln for ln in result.outlines if ln.startswith("run folder: "))
+    return json.loads((p.path / line.removeprefix("run folder: ").strip() / "summary.json").read_text())
+
+
+def test_one_item_per_case_with_one_record_per_sample_each_with_its_seed(sampled):
+    p = sampled([1.0, 0.0, 0.5])
+    sampled.state["fail"] = lambda cid, seed: cid == "c01" or (cid == "c02" and seed == 1)
+    r = p.runpytest("--model", "hot", "--repeat", "3", "-p", "no:randomly", "-v")
+    # Item ids are those of a run without repeats: one item per (case, model).
+    r.stdout.fnmatch_lines(["*test_s?hot-c00? PASSED*", "*test_s?hot-c01? FAILED*", "*test_s?hot-c02? PASSED*"])
+    assert sum(r.parseoutcomes().get(k, 0) for k in ("passed", "failed")) == 3
+    recs = _records(p, r)
+    assert len(recs) == 9
+    by_case = {}
+    for rec in recs:
+        by_case.setdefault(rec["case_id"], []).append(rec)
+    for cid, rs in by_case.items():
+        assert sorted(x["sample"] for x in rs) == [0, 1, 2] and {x["samples"] for x in rs} == {3}
+        ids = {x["sample"]: x["nodeid"] for x in rs}
+        assert ids[0] == f"test_eval.py::test_s[hot-{cid}]" and ids[2] == ids[0] + "#s2"
+    # Sample 0 is the request of a run without repeats (no seed); sample J sends seed J.
+    seeds = sorted((b["messages"][-1]["content"].split()[0], b.get("seed", -1)) for b in sampled.srv.requests)
+    assert seeds == sorted((c, s) for c in ("c00", "c01", "c02") for s in (-1, 1, 2))
+    assert all(x["outcome"] == "passed" for x in by_case["c00"])
+    assert all(x["outcome"] == "failed" for x in by_case["c01"])
+    r.stdout.fnmatch_lines(
+        [
+            "*repeats: 3 cases x 3 samples | mean pass rate 55.6% | pass@3 66.7% | pass^3 33.3% | flaky 1 of 3",
+            "*flaky c02: passed 2/3 (0.67) [PFP]*",
+        ]
+    )
