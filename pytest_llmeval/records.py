@@ -49,6 +49,7 @@ class Records:
     @contextlib.contextmanager
     def scoring(self, item: pytest.Item) -> Iterator[None]:
         """Around the test call: scorers record into this item's list."""
+        __tracebackhide__ = True
         store: list[dict[str, Any]] = []
         item.stash[SCORES_KEY] = store
         scoring.begin_item(store)

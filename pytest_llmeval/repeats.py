@@ -156,6 +156,7 @@ def call_samples(item: pytest.Function, generation: Any, policy: str) -> bool | 
     failed, a skip skipped, anything else an error. The item then passes, fails (with every
     failed sample's message), errors (re-raising the first error) or skips, by ``policy``.
     """
+    __tracebackhide__ = True  # the failure shows each failed sample's message, not the plugin's frames
     from .generation import CALL_ERROR_KEY, COMPLETION_KEY
     from .records import SCORES_KEY
     from .scorers import _base as scoring

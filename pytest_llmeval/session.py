@@ -179,12 +179,14 @@ class LLMEvalSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
+        __tracebackhide__ = True  # a failure of a repeated item is raised here, not in the test body
         with self.records.scoring(item):
             return (yield)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> bool | None:
         """With repeats, an eval item's body runs once per sample (repeats.py)."""
+        __tracebackhide__ = True
         if not is_eval_item(pyfuncitem):
             return None
         from .repeats import call_samples

@@ -100,6 +100,76 @@ def test_one_item_per_case_with_one_record_per_sample_each_with_its_seed(sampled
     r.stdout.fnmatch_lines(
         [
             "*repeats: 3 cases x 3 samples | mean pass rate 55.6% | pass@3 66.7% | pass^3 33.3% | flaky 1 of 3",
-            "*flaky c02: passed 2/3 (0.67) [PFP]*",
+            "*flaky c02: passed 2/3 (0.67) ?PFP?, main score 0.00..1.00 (spread 1.00)",
         ]
     )
+
+
+def test_each_sample_has_its_own_cache_entry_and_sample_0_keeps_the_key_of_a_run_without_repeats(sampled):
+    p = sampled([1.0, 0.0, 0.5], cache="rw")
+    p.runpytest("--model", "hot")
+    assert len(sampled.srv.requests) == 3
+    r = p.runpytest("--model", "hot", "--repeat", "3")
+    assert len(sampled.srv.requests) == 3 + 6  # sample 0 of every case came from the cache
+    first = _records(p, r)
+    warm = p.runpytest("--model", "hot", "--repeat", "3")
+    assert len(sampled.srv.requests) == 9  # a warm rerun replays every sample: zero calls
+    again = _records(p, warm)
+    assert all(x["cached"] for x in again) and len(again) == 9
+    keys = {x["nodeid"]: x["extra"]["cache"]["key"] for x in first}
+    assert len(set(keys.values())) == 9
+    assert keys == {x["nodeid"]: x["extra"]["cache"]["key"] for x in again}
+    warm.stdout.fnmatch_lines(["generation: 9 completions (9 from cache)*"])
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcomes"),
+    [("all", {"passed": 1, "failed": 3}), ("majority", {"passed": 2, "failed": 2}), ("any", {"passed": 3, "failed": 1})],
+)
+def test_outcome_policies(sampled, policy, outcomes):
+    """Cases passing 3, 2, 1 and 0 of 3 samples: all / majority / any pass 1, 2, 3 of them."""
+    p = sampled([1.0, 1.0, 1.0, 1.0])
+    passes = {"c00": 3, "c01": 2, "c02": 1, "c03": 0}
+    sampled.state["fail"] = lambda cid, seed: seed >= passes[cid]
+    r = p.runpytest("--model", "hot", "--repeat", "3", "--repeat-policy", policy)
+    r.assert_outcomes(**outcomes)
+    agg = _summary(p, r)["aggregates"][0]
+    # The aggregate counts samples (6 of 12 pass) and reads pass fractions whatever the policy.
+    assert (agg["n"], agg["passed"], agg["repeats"]["pass_at_k"], agg["repeats"]["pass_all_k"]) == (12, 6, 0.75, 0.25)
+    assert {c: v["passed"] for c, v in agg["cases"].items()} == {
+        "all": {"c00": True, "c01": False, "c02": False, "c03": False},
+        "majority": {"c00": True, "c01": True, "c02": False, "c03": False},
+        "any": {"c00": True, "c01": True, "c02": True, "c03": False},
+    }[policy]
+
+
+def test_repeat_from_the_ini_key_and_the_dataset_and_the_command_line_wins(sampled):
+    p = sampled([1.0, 1.0], extra=", repeat=2", ini="llmeval_repeat = 4\nllmeval_repeat_policy = all\n")
+    sampled.state["fail"] = lambda cid, seed: cid == "c01" and seed == 1
+    r = p.runpytest("--model", "hot")
+    r.assert_outcomes(passed=1, failed=1)  # the dataset's 2 samples, the ini's policy
+    assert len(_records(p, r)) == 4
+    r = p.runpytest("--model", "hot", "--repeat", "3")
+    assert len(_records(p, r)) == 6
+    p.makepyfile(test_eval=TEST_BODY.format(extra=""))
+    r = p.runpytest("--model", "hot")
+    assert len(_records(p, r)) == 8
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
+def test_a_bad_repeat_is_a_usage_error(sampled, bad):
+    p = sampled([1.0])
+    r = p.runpytest("--model", "hot", "--repeat", bad)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*--repeat*whole number*"])
+
+
+def test_a_greedy_model_warns_once_and_is_called_once_per_case(sampled):
+    p = sampled([1.0, 1.0, 0.0, 1.0])
+    r = p.runpytest("--model", "cold", "--repeat", "5")
+    assert len(sampled.srv.requests) == 4
+    assert r.stdout.str().count("decodes greedily") == 1
+    r.stdout.fnmatch_lines(["*model cold decodes greedily (temperature 0), so its 5 samples per case*"])
+    recs = _records(p, r)
+    assert len(recs) == 4 and {x["samples"] for x in recs} == {1}
+    assert "repeats" not in _summary(p, r)["aggregates"][0]  # one sample: aggregated as without repeats
