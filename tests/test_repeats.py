@@ -173,3 +173,43 @@ def test_a_greedy_model_warns_once_and_is_called_once_per_case(sampled):
     recs = _records(p, r)
     assert len(recs) == 4 and {x["samples"] for x in recs} == {1}
     assert "repeats" not in _summary(p, r)["aggregates"][0]  # one sample: aggregated as without repeats
+
+
+def _spread_drop(cid: str, seed: int) -> bool:
+    """Cases c00..c09 each fail 2 of 5 seeds ({i, i+1} mod 5; seed 0 is sample 0): a 20-point drop on
+    20 cases, spread over 10 of them. Sample 0 alone sees 4 cases fail (c00, c04, c05, c09)."""
+    i = int(cid[1:])
+    return i < 10 and seed % 5 in (i % 5, (i + 1) % 5)
+
+
+@pytest.mark.parametrize("repeat", [5, 1])
+def test_a_drop_spread_over_cases_fails_the_gate_with_repeats_and_not_without(sampled, repeat):
+    p = sampled([1.0] * 20)
+    args = ["--model", "hot", "--repeat", str(repeat)]
+    sampled.state["fail"] = lambda cid, seed: False
+    r = p.runpytest(*args, "--save-baseline", "baseline.json")
+    r.stdout.fnmatch_lines(["*baseline saved*"])
+    sampled.state["fail"] = _spread_drop
+    r = p.runpytest(*args, "--baseline", "baseline.json")
+    row = next(ln for ln in r.outlines if "pass_rate" in ln and "test_s [hot]" in ln)
+    assert " 1.000 " in row and " 0.800 " in row and "-0.200" in row
+    if repeat == 5:  # 10 cases each lost 2 of 5 samples: p = 2 / 2**10
+        assert r.ret == 1 and "p=0.00195" in row and "FAIL" in row
+        r.stdout.fnmatch_lines(["gate: FAILED*"])
+    else:  # 4 cases lost their one sample: p = 2 / 2**4, not significant
+        assert r.ret == 0 and "p=0.125" in row and "not significant" in row
+        r.stdout.fnmatch_lines(["gate: PASSED*"])
+
+
+def test_xdist_gives_the_same_aggregates(sampled):
+    p = sampled([1.0, 0.5, 0.3, 0.0, 0.8, 0.6], cache="rw")
+    one = _summary(p, p.runpytest("--model", "hot", "--repeat", "3", "-p", "no:randomly"))
+    two = _summary(p, p.runpytest("--model", "hot", "--repeat", "3", "-n", "2"))
+    timing = ("latency", "time_to", "s_per_token", "cached", "cost_")
+    for agg in (one["aggregates"][0], two["aggregates"][0]):
+        for k in [k for k in agg if k.startswith(timing)]:
+            del agg[k]
+        for c in agg["cases"].values():
+            c.pop("latency")
+    assert one["aggregates"] == two["aggregates"]
+    assert one["aggregates"][0]["repeats"]["cases"] == 6
