@@ -213,3 +213,32 @@ def test_xdist_gives_the_same_aggregates(sampled):
             c.pop("latency")
     assert one["aggregates"] == two["aggregates"]
     assert one["aggregates"][0]["repeats"]["cases"] == 6
+
+
+def test_metrics_db_keeps_a_row_per_sample_and_llmeval_flaky_lists_cases_across_runs(sampled, capsys):
+    from pytest_llmeval.cli import main
+
+    p = sampled([1.0, 1.0, 1.0])
+    sampled.state["fail"] = lambda cid, seed: cid == "c02" and seed == 1
+    p.runpytest("--model", "hot", "--repeat", "3")
+    sampled.state["fail"] = lambda cid, seed: cid == "c01"  # without repeats: c01 flips between runs
+    p.runpytest("--model", "hot")
+    conn = sqlite3.connect(p.path / "metrics.db")
+    rows = conn.execute("SELECT nodeid, case_id, sample, samples, outcome FROM results ORDER BY rowid").fetchall()
+    assert len(rows) == 9 + 3
+    assert ("test_eval.py::test_s[hot-c02]#s1", "c02", 1, 3, "failed") in rows
+    assert ("test_eval.py::test_s[hot-c02]", "c02", 0, 1, "passed") in rows
+    metrics = dict(conn.execute("SELECT metric, value FROM aggregates WHERE metric LIKE 'pass%' OR metric = 'flaky'"))
+    assert metrics["pass_at_k"] == 1.0 and metrics["flaky"] == 1.0
+    capsys.readouterr()
+    assert main(["flaky", "--db", str(p.path / "metrics.db"), "--last", "2", "--json"]) == 0
+    found = {f["case_id"]: f for f in json.loads(capsys.readouterr().out)}
+    assert set(found) == {"c01", "c02"}
+    assert (found["c02"]["passed"], found["c02"]["samples"], found["c02"]["flaky_runs"]) == (3, 4, 1)
+    assert (found["c01"]["passed"], found["c01"]["samples"], found["c01"]["flaky_runs"]) == (3, 4, 0)
+    assert found["c01"]["last_outcomes"] == ["failed"]
+    assert main(["flaky", "--db", str(p.path / "metrics.db"), "--last", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "no flaky cases in the last 1 run(s)" in out
+    assert main(["flaky", "--db", str(p.path / "metrics.db")]) == 0
+    assert "2 flaky case(s) in the last 10 run(s)" in capsys.readouterr().out
