@@ -32,7 +32,7 @@ def sampler(state: dict[str, Any]):
         cid, rate = str(messages[-1]["content"]).split()
         seed = int(body.get("seed") or 0)
         if state.get("fail") is not None:
-            return "no" if state["fail"](cid, seed) else "yes"
+            return state.get("bad", "no") if state["fail"](cid, seed) else "yes"
         if not body.get("temperature"):
             return "yes" if float(rate) >= 0.5 else "no"
         return "yes" if zlib.crc32(f"{cid}:{seed}".encode()) % 1000 < float(rate) * 1000 else "no"
@@ -242,3 +242,20 @@ def test_metrics_db_keeps_a_row_per_sample_and_llmeval_flaky_lists_cases_across_
     assert "no flaky cases in the last 1 run(s)" in out
     assert main(["flaky", "--db", str(p.path / "metrics.db")]) == 0
     assert "2 flaky case(s) in the last 10 run(s)" in capsys.readouterr().out
+
+
+def test_the_report_shows_pass_at_k_and_flaky_cases_with_their_samples_side_by_side_escaped(sampled):
+    p = sampled([1.0, 1.0, 1.0])
+    sampled.state["fail"] = lambda cid, seed: cid == "c01" and seed == 2
+    sampled.state["bad"] = "<script>alert(1)</script>"
+    r = p.runpytest("--model", "hot", "--repeat", "3")
+    line = next(ln for ln in r.outlines if ln.startswith("HTML report: "))
+    page = (p.path / line.removeprefix("HTML report: ").strip()).read_text()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    repeats = page.split('id="llm-repeats"', 1)[1].split("</table>", 1)[0]
+    assert "<td>3</td><td>3</td><td>88.9%</td><td>100.0%</td><td>66.7%</td><td>1</td>" in repeats
+    flaky = page.split('id="llm-flaky-hot"', 1)[1].split("</table>", 1)[0]
+    assert flaky.count('class="llm-flaky"') == 1 and "<b>c01</b>" in flaky and "2/3 (0.67)" in flaky
+    assert flaky.count("<th>sample ") == 3
+    assert flaky.count('<pre class="llm-text">&lt;script&gt;alert(1)&lt;/script&gt;</pre>') == 1
+    assert page.count("Samples: 3 of 3 passed") == 2 and page.count("Samples: 2 of 3 passed") == 1
