@@ -259,3 +259,21 @@ def test_the_report_shows_pass_at_k_and_flaky_cases_with_their_samples_side_by_s
     assert flaky.count("<th>sample ") == 3
     assert flaky.count('<pre class="llm-text">&lt;script&gt;alert(1)&lt;/script&gt;</pre>') == 1
     assert page.count("Samples: 3 of 3 passed") == 2 and page.count("Samples: 2 of 3 passed") == 1
+
+
+def test_llmeval_compare_pairs_cases_not_samples(sampled, capsys):
+    """Two repeated runs: compare pairs each case's pass fraction (sign-flip test), not its last sample."""
+    from pytest_llmeval.cli import main
+
+    p = sampled([1.0] * 8)
+    sampled.state["fail"] = lambda cid, seed: False
+    p.runpytest("--model", "hot", "--repeat", "3")
+    sampled.state["fail"] = lambda cid, seed: seed == 2  # every case loses its last sample
+    p.runpytest("--model", "hot", "--repeat", "3")
+    capsys.readouterr()
+    assert main(["compare", "--db", str(p.path / "metrics.db"), "--json", "--no-html"]) == 0
+    (pc,) = json.loads(capsys.readouterr().out)["pairs"]
+    rate = next(m for m in pc["metrics"] if m["metric"] == "pass_rate")
+    assert pc["shared"] == 8 and rate["current"] == pytest.approx(2 / 3) and rate["baseline"] == 1.0
+    assert rate["p_value"] == pytest.approx(2 / 2**8)  # 8 cases each down by 1/3
+    assert pc["changed"] == []  # 2 of 3 still pass each case under the default policy
