@@ -7,6 +7,7 @@
     llmeval compare [--baseline RUN] [--current RUN] [--html PATH | --no-html]
     llmeval merge RUN_DIR... [--output DIR] [--baseline FILE] [--tolerance ...] [--fail-under ...]
     llmeval cache explain NODEID [--run RUN] [--cache-path PATH]
+    llmeval flaky [--last K] [--model NAME] [--json]
 
 Default paths are those a ``pytest`` run in the current directory uses: under
 its rootdir (the folder of the nearest ``pytest.ini`` / ``pyproject.toml`` /
@@ -377,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cache_cli import register as register_cache
 
     register_cache(sub, common)
+    from .flaky import register as register_flaky
+
+    register_flaky(sub, common)
     return p
 
 

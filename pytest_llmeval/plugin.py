@@ -93,6 +93,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=HELP_OUTPUT_LIMIT,
     )
 
+    from .repeats import HELP_REPEAT, HELP_REPEAT_POLICY, parse_repeat
+
+    group.addoption(
+        "--repeat", dest="llmeval_repeat", type=arg_type(parse_repeat), default=None, metavar="N", help=HELP_REPEAT
+    )
+    group.addoption(
+        "--repeat-policy",
+        dest="llmeval_repeat_policy",
+        choices=("all", "majority", "any"),
+        default=None,
+        help=HELP_REPEAT_POLICY,
+    )
+    parser.addini("llmeval_repeat", "samples per (case, model), like --repeat (default 1)", default="1")
+    parser.addini("llmeval_repeat_policy", HELP_REPEAT_POLICY, default="")
+
     parser.addini("llmeval_model", HELP_MODEL, default="")
     parser.addini("llmeval_models_file", HELP_MODELS_FILE, default="")
     parser.addini("llmeval_judge", HELP_JUDGE, default="")

@@ -23,6 +23,7 @@ import pytest
 from .collection import is_eval_item
 from .redact import redact
 from .report_parts import FOLD_CHARS, _num, esc, fold, render_details
+from .report_repeats import item_samples
 from .report_summary import bar_chart, render_summary, side_by_side
 from .results import USER_PROPERTY, CaseResult
 
@@ -164,7 +165,8 @@ class HtmlReport:
         self.records[report.nodeid] = rec
         from pytest_html import extras
 
-        report.extras = [*getattr(report, "extras", []), extras.html(render_details(rec))]
+        samples = item_samples(report, self.records_stage.local_samples)  # with --repeat, side by side
+        report.extras = [*getattr(report, "extras", []), extras.html(render_details(rec) + samples)]
 
     def pytest_html_report_title(self, report: Any) -> None:
         if self.default_path is not None:
@@ -213,12 +215,14 @@ def _find(cells: list[str], marker: str) -> int:
 def _record_of(report: Any) -> CaseResult | None:
     """The item's record from the report (the last one: a rerun appends its own)."""
     found = [v for k, v in getattr(report, "user_properties", None) or () if k == USER_PROPERTY]
-    if not found:
-        return None
-    try:
-        return CaseResult.from_json(found[-1])
-    except (ValueError, TypeError):
-        return None
+    for value in reversed(found):
+        try:
+            rec = CaseResult.from_json(value)
+        except (ValueError, TypeError):
+            return None
+        if rec.sample == 0:  # with repeats the item's row shows its first sample
+            return rec
+    return None
 
 
 # -- cells -------------------------------------------------------------------------------

@@ -47,6 +47,11 @@ class LLMEvalSession:
         self.collection = Collection(config, self.selection)
         self.generation = Generation(config, self.selection, self.is_worker)
         self.records = Records(self.is_worker)
+        from .repeats import GreedyNote, repeat_policy
+
+        self.records.repeat_policy = repeat_policy(config)
+        if not self.is_worker:
+            self.records.subscribe(GreedyNote(config))
         self.shard = config.getoption("llmeval_shard", None)  # shards.Shard, from --shard K/N
         self.shard_dropped = 0  # items this shard left to the others
         if self.shard is not None:
@@ -174,8 +179,19 @@ class LLMEvalSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Iterator[None]:
+        __tracebackhide__ = True  # a failure of a repeated item is raised here, not in the test body
         with self.records.scoring(item):
             return (yield)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> bool | None:
+        """With repeats, an eval item's body runs once per sample (repeats.py)."""
+        __tracebackhide__ = True
+        if not is_eval_item(pyfuncitem):
+            return None
+        from .repeats import call_samples
+
+        return call_samples(pyfuncitem, self.generation, self.records.repeat_policy)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from .outcome import RunOutcome
 from .redact import safe_terminal
+from .repeats import summary_lines as repeats_lines
 from .results import Aggregate
 from .timing import latency_text
 
@@ -19,6 +20,8 @@ def write_summary(tw: Any, outcome: RunOutcome) -> None:
     tw.write_sep("=", "llmeval summary")
     for a in outcome.aggregates:
         tw.write_line(summary_line(a), bold=True)
+        for line in repeats_lines(a):  # with --repeat: pass@k, pass^k, the flakiest cases
+            tw.write_line(line, yellow=line.lstrip().startswith("flaky "))
         for k, v in a.scores.items():
             rate = f"  (rate {a.rates[k]:.1%})" if k in a.rates else ""
             tw.write_line(f"    {k:<22} mean {v:.3f}{rate}")

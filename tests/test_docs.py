@@ -147,6 +147,10 @@ README_COMMANDS = {
         "tests/test_export_cli.py::test_compare_shows_changed_cases_and_p_value",
     ".venv/bin/llmeval export --format prometheus --run latest --output data/llmeval.prom":
         "tests/test_export_cli.py::test_export_prometheus_textfile",
+    ".venv/bin/pytest evals/json_extraction --model smollm2-sampled --repeat 3":
+        "tests/test_repeats.py::test_one_item_per_case_with_one_record_per_sample_each_with_its_seed",
+    ".venv/bin/llmeval flaky --last 10":
+        "tests/test_repeats.py::test_metrics_db_keeps_a_row_per_sample_and_llmeval_flaky_lists_cases_across_runs",
 }
 
 
