@@ -120,7 +120,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llmeval_runs_dir", "where run folders go", default="data/runs")
     parser.addini("llmeval_output_limit", HELP_OUTPUT_LIMIT, default="64KiB")
     parser.addini(
-        "llmeval_progress_every", "seconds between generation progress lines (default 5)", default="5"
+        "llmeval_progress_every",
+        "seconds between generation progress lines in a log (default 30; a terminal's status line is updated in place)",
+        default="30",
+    )
+    parser.addini(
+        "llmeval_progress",
+        "generation progress: auto (a status line in place on a terminal, else a line now and then), terminal, "
+        "log or off",
+        default="auto",
     )
 
 

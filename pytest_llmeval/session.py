@@ -197,6 +197,11 @@ class LLMEvalSession:
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[Any]:
         report = yield
         self.records.attach(item, report, call)
+        if report.failed and is_eval_item(item):  # after attach: the record keeps the full message
+            from .failures import compact_report
+            from .generation import COMPLETION_KEY
+
+            compact_report(item, report, call, item.stash.get(COMPLETION_KEY, None))
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

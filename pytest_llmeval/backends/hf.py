@@ -95,6 +95,20 @@ class HFBackend(Backend):
         self._lock = threading.Lock()
 
     def load(self) -> None:
+        """Load once; the session's status line says so meanwhile (the first run's wait has a name)."""
+        if self.model is not None:
+            return
+        from ..progress import announce, bars_to_status
+
+        topic, label = f"load:{self.name}", f"loading model {self.name}"
+        announce(topic, label, echo=False)
+        try:
+            with bars_to_status(topic, label):
+                self._load_weights()
+        finally:
+            announce(topic, None)
+
+    def _load_weights(self) -> None:
         with _LOAD_LOCK, self._lock:
             if self.model is not None:
                 return
