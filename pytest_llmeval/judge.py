@@ -84,6 +84,18 @@ _BARE = re.compile(r"^\s*\**\s*([1-5])(?:\s*/\s*5)?\s*\**\s*\.?\s*$")
 _REASONING = re.compile(r"\breasoning\b[\s*_]*[:=][\s*_]*(.*)", re.IGNORECASE | re.DOTALL)
 _JSON_OBJ = re.compile(r"\{.*?\}", re.DOTALL)
 _AFTER_SCORE = re.compile(r"^\s*(?:(?:/|out\s+of)\s*5)?[\s*_).:,;-]*", re.IGNORECASE)
+# The prompt's scaffolding echoed back by a weak judge: a delimiter tag (ours, or its neutralised form in
+# the data) or a line of the instructions. A reply is cut at the first one (see clean_reply).
+_ECHO = re.compile(
+    r"[<\u2039]\s*/?\s*(?:answer|question|context|reference|rubric)-"
+    r"|grade the answer\b|reply with score|reply in exactly this format|you are a strict grader"
+    r"|everything between tags|\brubric\s*:",
+    re.IGNORECASE,
+)
+# A second verdict (or a repeated label) ends the reasoning of the first: the first verdict wins.
+_NEXT_LABEL = re.compile(r"\b(?:score|reasoning)\b[\s*_]*(?:[:=]|\bis\b)", re.IGNORECASE)
+# Stop sequences sent with every judge request (an API stops there; in-process output is cut there).
+STOP = ["</answer-", "<answer-", "Grade the answer", "RUBRIC:"]
 
 
 class JudgeError(LLMEvalError):
@@ -191,14 +203,21 @@ def request_params(sample: int | None = None, max_tokens: int = JUDGE_MAX_TOKENS
     calibration runner, which uses the same seeds).
     """
     if sample is None:
-        return {"temperature": 0.0, "max_tokens": max_tokens}
-    return {"temperature": SAMPLE_TEMPERATURE, "seed": int(sample), "max_tokens": max_tokens}
+        return {"temperature": 0.0, "max_tokens": max_tokens, "stop": list(STOP)}
+    return {"temperature": SAMPLE_TEMPERATURE, "seed": int(sample), "max_tokens": max_tokens, "stop": list(STOP)}
 
 
 # -- verdicts -----------------------------------------------------------------------
 def _clip(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clean_reply(raw: str) -> str:
+    """The reply up to the first echo of the prompt's delimiters or instructions (nothing after it is
+    the judge's own words)."""
+    m = _ECHO.search(raw or "")
+    return (raw or "") if m is None else raw[: m.start()]
 
 
 def parse_verdict(raw: str) -> Verdict:
@@ -208,14 +227,19 @@ def parse_verdict(raw: str) -> Verdict:
     ``Score is 4 out of 5``, a reply that is just the digit, and a JSON object
     with an integer ``score`` from 1 to 5. The first ``SCORE`` line wins over JSON,
     JSON over a bare digit.
+    The reply is read only up to an echoed delimiter or instruction (:func:`clean_reply`), and the
+    reasoning ends at a second verdict, so it never holds the prompt's scaffolding.
     Anything else raises :class:`JudgeError` with the raw reply.
     """
-    text = raw or ""
+    text = clean_reply(raw)
     m = _VERDICT.search(text)
     if m is not None:
         rest = text[m.end() :]
-        r = _REASONING.search(rest) or _REASONING.search(text)
+        r = _REASONING.search(rest) or _REASONING.search(text[: m.start()])
         reasoning = r.group(1) if r else _AFTER_SCORE.sub("", rest)
+        cut_at = _NEXT_LABEL.search(reasoning)
+        if cut_at is not None:
+            reasoning = reasoning[: cut_at.start()]
         return Verdict(int(m.group(1)), _clip(reasoning), raw)
     for j in _JSON_OBJ.finditer(text):
         try:
@@ -232,7 +256,7 @@ def parse_verdict(raw: str) -> Verdict:
     if b is not None:
         return Verdict(int(b.group(1)), "", raw)
     raise JudgeError(
-        f"judge error: no verdict in the reply (expected 'SCORE: <1-5>'); raw verdict: {_clip(text, 500)!r}"
+        f"judge error: no verdict in the reply (expected 'SCORE: <1-5>'); raw verdict: {_clip(raw or '', 500)!r}"
     )
 
 

@@ -56,7 +56,7 @@ RUBRIC = "5 - correct and complete\n3 - partly right\n1 - wrong"
         ('{"score": 1, "reasoning": "contradicts the context"}', 1, "contradicts the context"),
         ('```json\n{"Score": 5, "Reasoning": "ok"}\n```', 5, "ok"),
         ("4", 4, ""),
-        ("SCORE: 3\nREASONING: see below\nSCORE: 5", 3, "see below SCORE: 5"),  # the first one wins
+        ("SCORE: 3\nREASONING: see below\nSCORE: 5", 3, "see below"),  # the first one wins, and ends the reasoning
     ],
 )
 def test_parse_verdict_accepts_harmless_variants(reply, score, reasoning):
