@@ -44,6 +44,9 @@ class Generation:
         self._last_progress = 0.0
         self._last_progress_done = -1
         self.judges_used: dict[str, str | None] = {}  # judge model -> rubric text it graded with
+        from .judge_stage import JudgeStage
+
+        self.judge_stage = JudgeStage(self)  # declared judges: the second stage (judge_stage.py)
         raw = config.getini("llmeval_progress_every")
         try:
             self.progress_every = max(0.1, float(raw))
@@ -193,6 +196,7 @@ class Generation:
                 continue
             batch.append((it.nodeid, model, req))
         sched.submit_many(batch)
+        self.judge_stage.attach(items)
 
     def completion_for(self, item: pytest.Item) -> Completion:
         """Block until this item's completion is ready; errors become item errors with their cause."""

@@ -89,6 +89,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE runs ADD COLUMN shard TEXT",  # "K/N" for a shard run; NULL otherwise
         "ALTER TABLE runs ADD COLUMN merged_from TEXT",  # JSON list of the shard run ids of a merged run
     ),
+    (  # the judges of a run and their measured agreement with people (judge_measure.py; label "unmeasured")
+        "ALTER TABLE runs ADD COLUMN judges TEXT",  # JSON list of JudgeMeasure dicts; NULL: no judge graded
+    ),
 ]
 
 RESULT_COLUMNS = (
