@@ -256,7 +256,7 @@ def _judge_floor(v: Verdict, a: Any, fl: Floor, kappa: float | None) -> None:
     bad = kappa is None or kappa < fl.value
     v.rows.append(Row(a.test, a.model, fl.metric, None, kappa, status="FAIL" if bad else "ok", rule=f"floor {fl}"))
     if kappa is None:
-        v.fail(f"{a.test} [{a.model}]: the judge is unmeasured (no calibration file, or it failed): breaks the floor {fl}")
+        v.fail(f"{a.test} [{a.model}]: the judge is unmeasured (no calibration file, or it failed): breaks {fl}")
     elif bad:
         v.fail(f"{a.test} [{a.model}]: the judge's kappa with people = {_fmt(kappa)} breaks the floor {fl}")
 

@@ -57,9 +57,7 @@ class JudgeMeasure:
         if self.error is not None:
             return f"{self.model}: {UNMEASURED} (calibration on {self.calibration} failed: {self.error})"
         ci = f" (95% CI {_f(self.kappa_low)} to {_f(self.kappa_high)})" if self.kappa_low is not None else ""
-        text = (
-            f"{self.model}: kappa {_f(self.kappa)}{ci}, exact {_f(self.exact)}, within-1 {_f(self.within_one)}"
-        )
+        text = f"{self.model}: kappa {_f(self.kappa)}{ci}, exact {_f(self.exact)}, within-1 {_f(self.within_one)}"
         if self.samples > 1:
             text += f", self-consistency {_f(self.all_agree)} (majority of {self.samples} samples)"
         if self.parse_failures:
@@ -126,8 +124,11 @@ def measure(scheduler: Any, specs: dict[str, Any], use: Any, root: Path) -> Judg
             messages = build_messages(rubric, row["answer"], {k: row[k] for k in FIELD_ORDER if k in row})
             for s, sample in enumerate(plan):
                 request = Request.make(messages, **{**base, **request_params(sample)})
-                jobs.append((f"__calibration__/{use.model}/{use.rubric_sha256}/{len(plan)}/{r}/{s}", use.model, request))
-        jobs.sort(key=lambda j: j[0].rsplit("/", 1)[1])  # sample by sample: a batch backend batches across rows
+                key = f"__calibration__/{use.model}/{use.rubric_sha256}/{len(plan)}/{r}/{s}"
+                jobs.append((key, use.model, request))
+        jobs.sort(
+            key=lambda j: j[0].rsplit("/", 1)[1]
+        )  # sample by sample: a batch backend batches across rows
         jobs = [j for j in jobs if scheduler.job(j[0]) is None]
         scheduler.submit_many(jobs)
         replies: dict[tuple[int, int], str] = {}

@@ -64,7 +64,9 @@ class JudgeSpec:
         if not isinstance(self.rubric, (str, Path)) or not str(self.rubric).strip():
             raise ValueError("JudgeSpec: rubric must be the path of a rubric file")
         if isinstance(self.fields, str):
-            raise ValueError(f"JudgeSpec: fields must be a tuple of field names, got the string {self.fields!r}")
+            raise ValueError(
+                f"JudgeSpec: fields must be a tuple of field names, got the string {self.fields!r}"
+            )
         for f in self.fields:
             if not isinstance(f, str) or not re.fullmatch(r"[A-Za-z_][\w-]*", f):
                 raise ValueError(f"JudgeSpec: field name {f!r} must be an identifier")
@@ -159,7 +161,9 @@ class JudgeStage:
 
     def configured(self) -> bool:
         """Whether the judge is named (``--judge``, the ini key): then the header names it too."""
-        return bool(self.config.getoption("judge", None) or (self.config.getini("llmeval_judge") or "").strip())
+        return bool(
+            self.config.getoption("judge", None) or (self.config.getini("llmeval_judge") or "").strip()
+        )
 
     def header_line(self) -> str:
         name, why = self.choice()
@@ -242,12 +246,16 @@ class JudgeStage:
             return self._prepared.get(item.nodeid, {}).get(key)
 
     # -- judges used ---------------------------------------------------------------------------
-    def note(self, item: Any, model: str, rubric_path: Path, rubric_text: str, samples: int, aggregate: str) -> None:
+    def note(
+        self, item: Any, model: str, rubric_path: Path, rubric_text: str, samples: int, aggregate: str
+    ) -> None:
         """A judge graded an answer of ``item``: remember it (and its calibration file) for the end of the run."""
         from .collection import test_of
 
         spec = self.spec_of(item)
-        declared = spec.calibration if spec is not None and Path(spec.rubric) == _rel(rubric_path, item) else None
+        declared = (
+            spec.calibration if spec is not None and Path(spec.rubric) == _rel(rubric_path, item) else None
+        )
         base = Path(item.path).parent
         use = JudgeUse(
             model,
@@ -261,12 +269,13 @@ class JudgeStage:
             have = self.uses.setdefault(use.key(), use)
             have.tests.add(test_of(item.nodeid))
 
-
     def measures(self, worker_uses: list[list[dict[str, Any]]] | None = None) -> tuple[Any, ...]:
         """Measure every judge used here or in the xdist workers (controller, before the scheduler stops)."""
         from .judge_measure import measure
 
-        uses = merge_uses([list(self.uses.values()), *[[JudgeUse.from_dict(d) for d in w] for w in worker_uses or []]])
+        uses = merge_uses(
+            [list(self.uses.values()), *[[JudgeUse.from_dict(d) for d in w] for w in worker_uses or []]]
+        )
         if not uses:
             return ()
         specs = self.generation.selection.specs()

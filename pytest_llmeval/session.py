@@ -214,7 +214,8 @@ class LLMEvalSession:
             judges = self.generation.judge_stage.measures(self.worker_judges)  # before the scheduler stops
         self.generation.shutdown()
         if self.is_worker:
-            self.config.workeroutput["llmeval_judges"] = self.generation.judge_stage.worker_output()  # type: ignore[attr-defined]
+            judges_used = self.generation.judge_stage.worker_output()
+            self.config.workeroutput["llmeval_judges"] = judges_used  # type: ignore[attr-defined]
             self.config.workeroutput["llmeval_datasets"] = dict(self.collection.datasets)  # type: ignore[attr-defined]
             stats = GenerationStats.of(self.generation.stats())
             if stats is not None:  # the controller sums what its workers generated
