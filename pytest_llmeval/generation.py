@@ -42,8 +42,10 @@ class Generation:
         self._gen_counter = 0
         self.judges_used: dict[str, str | None] = {}  # judge model -> rubric text it graded with
         self.current_sample = 0  # the sample whose test body runs now (repeats.call_samples)
+        from .judge_stage import JudgeStage
         from .progress import Progress
 
+        self.judge_stage = JudgeStage(self)  # declared judges: the second stage (judge_stage.py)
         self.progress = Progress(config, is_worker)  # a status line on a terminal, a line now and then in a log
 
     # -- the scheduler ------------------------------------------------------------------------
@@ -203,6 +205,7 @@ class Generation:
                 continue
             batch.extend(jobs)
         sched.submit_many(batch)
+        self.judge_stage.attach(items)
 
     def completion_for(self, item: pytest.Item, sample: int = 0) -> Completion:
         """Block until this item's completion (of ``sample``) is ready; errors become item errors with

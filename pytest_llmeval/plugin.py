@@ -58,6 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--list-models", action="store_true", help="list configured models and whether each can run here")
     group.addoption("--judge", default=None, metavar="NAME", help=HELP_JUDGE)
     group.addoption("--judge-samples", type=int, default=None, metavar="N", help="judge verdicts per answer (majority)")
+    group.addoption(
+        "--no-judge-stage",
+        action="store_true",
+        help="grade declared judges in the test body, one call at a time (the serial path), not as a pipeline "
+        "stage",
+    )
     group.addoption("--cache", dest="llmeval_cache", type=_cache_mode, default=None, metavar="MODE", help=HELP_CACHE)
     group.addoption("--cache-path", dest="llmeval_cache_path", default=None, metavar="PATH", help="response cache file")
     group.addoption(

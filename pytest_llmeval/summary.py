@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .judge_measure import label_for
 from .outcome import RunOutcome
 from .redact import safe_terminal
 from .repeats import summary_lines as repeats_lines
@@ -31,7 +32,8 @@ def write_summary(tw: Any, outcome: RunOutcome) -> None:
             f"({a.cached}/{a.n} cached) | retries {a.retries}"
         )
         if outcome.judge_agreement and any(k.startswith("judge") for k in a.scores):
-            tw.write_line(f"    judge agreement with people: {outcome.judge_agreement}")
+            label = label_for(outcome.judges, a.test) or outcome.judge_agreement
+            tw.write_line(f"    judge agreement with people: {safe_terminal(label, 600)}")
     if outcome.model_comparisons:
         tw.write_sep("-", "models compared on the same cases (paired)")
         for mc in outcome.model_comparisons:
