@@ -47,7 +47,7 @@ _COLUMNS = (  # (data key, header, sortable)
 
 def default_run_dir(config: pytest.Config, run_id: str) -> Path:
     """The run folder the metrics store uses: ``--output DIR`` or ``<llmeval_runs_dir>/<run id>``."""
-    from .store import run_dir_for
+    from .store_open import run_dir_for
 
     return Path(run_dir_for(config, run_id))
 

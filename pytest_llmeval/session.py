@@ -163,7 +163,7 @@ class LLMEvalSession:
             self.records.subscribe(self.tracer.item)
         if self.config.getoption("no_metrics"):
             return
-        from .store import open_run
+        from .store_open import open_run
 
         self.store = open_run(
             self.config,
