@@ -8,6 +8,7 @@
     llmeval merge RUN_DIR... [--output DIR] [--baseline FILE] [--tolerance ...] [--fail-under ...]
     llmeval cache explain NODEID [--run RUN] [--cache-path PATH]
     llmeval table [--run ID|latest] [--unmeasured MODEL,...]   (Markdown results table)
+    llmeval flaky [--last K] [--model NAME] [--json]
 
 Default paths are those a ``pytest`` run in the current directory uses: under
 its rootdir (the folder of the nearest ``pytest.ini`` / ``pyproject.toml`` /
@@ -394,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_cache(sub, common)
     register_table(sub, common)
+    from .flaky import register as register_flaky
+
+    register_flaky(sub, common)
     return p
 
 

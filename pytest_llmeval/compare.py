@@ -14,7 +14,7 @@ from typing import Any
 from .gate import LOWER_IS_BETTER
 from .redact import safe_terminal
 from .results import percentile
-from .stats import bootstrap_delta, mcnemar_exact
+from .stats import bootstrap_delta, mcnemar_exact, pass_fraction_test
 
 # How a case's outcome moved between the runs (skipped cases are left out of a comparison).
 PASS_TO_FAIL, FAIL_TO_PASS, OTHER_CHANGE = "pass-fail", "fail-pass", "other"
@@ -74,12 +74,46 @@ def change_kind(baseline: str, current: str) -> str:
 
 
 def results_by_case(run: dict[str, Any]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
-    """(test, model) -> case id -> result row, skipped results left out."""
-    out: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    """(test, model) -> case id -> result row, skipped results left out.
+
+    With repeats a case's sample rows become one row: its pass fraction (``passes`` of
+    ``samples``), its outcome by the default policy, the means of its scores and latencies,
+    the sum of its costs.
+    """
+    rows: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for r in run["results"]:
         if r["outcome"] != "skipped":
-            out.setdefault((r["test"], r["model"]), {})[r["case_id"]] = r
-    return out
+            rows.setdefault((r["test"], r["model"]), {}).setdefault(r["case_id"], []).append(r)
+    return {key: {c: _one_row(rs) for c, rs in cases.items()} for key, cases in rows.items()}
+
+
+def _one_row(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(rs) == 1:
+        return rs[0]
+    from .results import outcome_from_samples
+
+    rs = sorted(rs, key=lambda r: r.get("sample") or 0)
+    by_name: dict[str, list[float]] = {}
+    for r in rs:
+        for name, v in _scores(r).items():
+            by_name.setdefault(name, []).append(v)
+    lats = [r["latency_s"] for r in rs if r["latency_s"] is not None]
+    return {
+        **rs[0],
+        "outcome": outcome_from_samples([r["outcome"] for r in rs]),
+        "passes": sum(r["outcome"] == "passed" for r in rs),
+        "samples": len(rs),
+        "scores": [{"name": n, "value": sum(v) / len(v)} for n, v in by_name.items()],
+        "latency_s": sum(lats) / len(lats) if lats else None,
+        "cost": sum(r["cost"] or 0.0 for r in rs),
+    }
+
+
+def _passes(r: dict[str, Any]) -> tuple[int, int]:
+    """(passed samples, samples) of a case's row: (0 or 1, 1) without repeats."""
+    if "passes" in r:
+        return int(r["passes"]), int(r["samples"])
+    return int(r["outcome"] == "passed"), 1
 
 
 def _scores(r: dict[str, Any]) -> dict[str, float]:
@@ -123,10 +157,12 @@ def compare_runs(base: dict[str, Any], cur: dict[str, Any]) -> tuple[list[PairCo
         pc = PairComparison(
             key[0], key[1], len(shared), sorted(cc.keys() - bc.keys()), sorted(bc.keys() - cc.keys())
         )
-        bp = [float(bc[c]["outcome"] == "passed") for c in shared]
-        cp = [float(cc[c]["outcome"] == "passed") for c in shared]
+        bk, ck = [_passes(bc[c]) for c in shared], [_passes(cc[c]) for c in shared]
+        bp, cp = [k / n for k, n in bk], [k / n for k, n in ck]
         md = _delta("pass_rate", bp, cp, "mean")
-        if shared:
+        if shared and any(n > 1 for _, n in bk + ck):  # repeats: the case is the unit (stats.py)
+            md.p_value = pass_fraction_test(bk, ck)
+        elif shared:
             md.p_value = mcnemar_exact(
                 sum(1 for x, y in zip(bp, cp, strict=True) if x and not y),
                 sum(1 for x, y in zip(bp, cp, strict=True) if y and not x),

@@ -41,8 +41,11 @@ class Generation:
         self._submitted = False
         self._gen_counter = 0
         self.judges_used: dict[str, str | None] = {}  # judge model -> rubric text it graded with
+        self.current_sample = 0  # the sample whose test body runs now (repeats.call_samples)
+        from .judge_stage import JudgeStage
         from .progress import Progress
 
+        self.judge_stage = JudgeStage(self)  # declared judges: the second stage (judge_stage.py)
         self.progress = Progress(config, is_worker)  # a status line on a terminal, a line now and then in a log
 
     # -- the scheduler ------------------------------------------------------------------------
@@ -152,9 +155,23 @@ class Generation:
             messages = load_template(Path(item.path).parent / prompt).render(case.data, case.id)
         else:
             messages = default_messages(case.data)
-        params = {**self.selection.spec(model).params, **((mark.kwargs.get("params") if mark else None) or {})}
+        params = self.params_for(item)
         item.stash[MESSAGES_KEY] = messages
         return model, Request.make(messages, **params)
+
+    def params_for(self, item: pytest.Item) -> dict[str, Any]:
+        """An item's generation parameters: its model's, then its dataset's."""
+        mark = item.get_closest_marker("llmeval_dataset")
+        model: str = item.callspec.params["model"]  # type: ignore[attr-defined]
+        return {**self.selection.spec(model).params, **((mark.kwargs.get("params") if mark else None) or {})}
+
+    def requests_for(self, item: pytest.Item) -> list[tuple[str, str, Request]]:
+        """(job key, model, request) of each of an item's samples (one, without repeats; repeats.py)."""
+        from .repeats import plan_for, sample_nodeid, sample_request
+
+        model, req = self.request_for(item)
+        plan = plan_for(self.config, item, req.param_dict)
+        return [(sample_nodeid(item.nodeid, j), model, sample_request(req, j)) for j in range(plan.samples)]
 
     def _pending_items(self, current: pytest.Item) -> list[pytest.Item]:
         """Items this process will run, in order, that need a completion."""
@@ -178,7 +195,7 @@ class Generation:
             if sched.job(it.nodeid) is not None:
                 continue
             try:
-                model, req = self.request_for(it)
+                jobs = self.requests_for(it)
             except (TemplateError, LLMEvalError) as e:
                 from .scheduler import Job
 
@@ -186,21 +203,27 @@ class Generation:
                 fut.set_exception(e)
                 sched.jobs[it.nodeid] = Job(it.nodeid, "?", Request(()), future=fut)
                 continue
-            batch.append((it.nodeid, model, req))
+            batch.extend(jobs)
         sched.submit_many(batch)
+        self.judge_stage.attach(items)
 
-    def completion_for(self, item: pytest.Item) -> Completion:
-        """Block until this item's completion is ready; errors become item errors with their cause."""
+    def completion_for(self, item: pytest.Item, sample: int = 0) -> Completion:
+        """Block until this item's completion (of ``sample``) is ready; errors become item errors with
+        their cause."""
+        from .repeats import sample_nodeid
+
         sched = self.scheduler()
         if not sched.enabled:
             self._submit([item])
         elif self.is_worker or not self._submitted:
             self._submit(self._pending_items(item))
             self._submitted = True
-        job = sched.job(item.nodeid)
+        job = sched.job(sample_nodeid(item.nodeid, sample))
         if job is None:
             self._submit([item])
-            job = sched.job(item.nodeid)
+            job = sched.job(sample_nodeid(item.nodeid, sample))
+            if job is None:
+                pytest.fail(f"no request was made for sample {sample} of {item.nodeid}", pytrace=False)
         # Skips and failures are raised after the except blocks, so the report shows the
         # cause once, not again as "During handling of the above exception...".
         skip = fail = None
@@ -229,7 +252,8 @@ class Generation:
             self._stop(item, redact(str(item.stash[CALL_ERROR_KEY])))
         if fail is not None:
             pytest.fail(redact(fail), pytrace=False)
-        item.stash[COMPLETION_KEY] = comp
+        if sample == 0:
+            item.stash[COMPLETION_KEY] = comp
         self._progress(quiet_unless_due=True)
         return comp
 
@@ -250,6 +274,10 @@ class Generation:
         if model not in specs:
             raise ConfigError(f"unknown model {model!r}; available: {', '.join(specs)}")
         params = {**specs[model].params, **params}
+        if self.current_sample:  # a judge or a multi-turn test while sample J > 0 of its item runs
+            from .repeats import sample_params
+
+            params = sample_params(params, self.current_sample)
         self._gen_counter += 1
         key = f"__direct__/{os.getpid()}/{self._gen_counter}"
         fut = self.scheduler().submit(key, model, Request.make(messages, **params))
@@ -274,15 +302,16 @@ class Generation:
             if not is_eval_item(it):
                 continue
             try:
-                model, req = self.request_for(it)
+                jobs = self.requests_for(it)
             except LLMEvalError:
                 continue
-            chars = sum(len(c) for _, c in req.messages)
-            max_t = int(req.param_dict.get("max_tokens", 256))
-            row = per.setdefault(model, [0, 0, 0])
-            row[0] += 1
-            row[1] += chars // 4 + 8
-            row[2] += max_t
+            for _, model, req in jobs:  # every sample of a repeated case is a request
+                chars = sum(len(c) for _, c in req.messages)
+                max_t = int(req.param_dict.get("max_tokens", 256))
+                row = per.setdefault(model, [0, 0, 0])
+                row[0] += 1
+                row[1] += chars // 4 + 8
+                row[2] += max_t
         lines = ["llmeval cost estimate (prompt tokens ~ chars/4; completion = max_tokens bound):"]
         for model, (n, pt, ct) in per.items():
             cost = self.selection.spec(model).cost(pt, ct)

@@ -89,6 +89,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE runs ADD COLUMN shard TEXT",  # "K/N" for a shard run; NULL otherwise
         "ALTER TABLE runs ADD COLUMN merged_from TEXT",  # JSON list of the shard run ids of a merged run
     ),
+    (  # repeats (--repeat N): a row per sample, nodeid NODEID#sJ for J > 0 (`llmeval flaky` reads them)
+        "ALTER TABLE results ADD COLUMN sample INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE results ADD COLUMN samples INTEGER NOT NULL DEFAULT 1",
+    ),
+    (  # the judges of a run and their measured agreement with people (judge_measure.py; label "unmeasured")
+        "ALTER TABLE runs ADD COLUMN judges TEXT",  # JSON list of JudgeMeasure dicts; NULL: no judge graded
+    ),
 ]
 
 RESULT_COLUMNS = (
@@ -116,6 +123,8 @@ RESULT_COLUMNS = (
     "expected",
     "dataset",
     "recorded",
+    "sample",
+    "samples",
 )
 # Aggregate fields stored as metrics, in this order; scores and rates follow as score:NAME / rate:NAME.
 AGGREGATE_FIELDS = (
@@ -264,6 +273,8 @@ def result_row(run_id: str, rec: CaseResult, limit: int | None = OUTPUT_LIMIT) -
         "expected": None if rec.expected is None else _dumps(scrub(rec.expected)),
         "dataset": rec.dataset,
         "recorded": iso(time.time()),
+        "sample": int(rec.sample or 0),
+        "samples": int(rec.samples or 1),
     }
     return tuple(values[c] for c in RESULT_COLUMNS)
 
@@ -292,6 +303,8 @@ def row_to_case_result(row: Any) -> CaseResult:
         expected=json.loads(d["expected"]) if d["expected"] else None,
         finish_reason=d["finish_reason"],
         dataset=d["dataset"],
+        sample=int(d.get("sample") or 0),
+        samples=int(d.get("samples") or 1),
     )
 
 
@@ -305,6 +318,10 @@ def flatten_aggregate(a: Aggregate) -> dict[str, float | None]:
         out[f"score:{name}"] = None if v is None else float(v)
     for name, v in a.rates.items():
         out[f"rate:{name}"] = float(v)
+    if a.repeats is not None:  # with repeats: samples per case, pass@k, pass^k, flaky cases
+        r = a.repeats
+        out |= {"repeat_k": float(r.k), "mean_pass_rate": r.mean_pass_rate, "pass_at_k": r.pass_at_k}
+        out |= {"pass_all_k": r.pass_all_k, "flaky": float(len(r.flaky))}
     return out
 
 

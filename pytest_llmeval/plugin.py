@@ -58,6 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--list-models", action="store_true", help="list configured models and whether each can run here")
     group.addoption("--judge", default=None, metavar="NAME", help=HELP_JUDGE)
     group.addoption("--judge-samples", type=int, default=None, metavar="N", help="judge verdicts per answer (majority)")
+    group.addoption(
+        "--no-judge-stage",
+        action="store_true",
+        help="grade declared judges in the test body, one call at a time (the serial path), not as a pipeline "
+        "stage",
+    )
     group.addoption("--cache", dest="llmeval_cache", type=_cache_mode, default=None, metavar="MODE", help=HELP_CACHE)
     group.addoption("--cache-path", dest="llmeval_cache_path", default=None, metavar="PATH", help="response cache file")
     group.addoption(
@@ -100,6 +106,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SIZE",
         help=HELP_OUTPUT_LIMIT,
     )
+
+    from .repeats import HELP_REPEAT, HELP_REPEAT_POLICY, parse_repeat
+
+    group.addoption(
+        "--repeat", dest="llmeval_repeat", type=arg_type(parse_repeat), default=None, metavar="N", help=HELP_REPEAT
+    )
+    group.addoption(
+        "--repeat-policy",
+        dest="llmeval_repeat_policy",
+        choices=("all", "majority", "any"),
+        default=None,
+        help=HELP_REPEAT_POLICY,
+    )
+    parser.addini("llmeval_repeat", "samples per (case, model), like --repeat (default 1)", default="1")
+    parser.addini("llmeval_repeat_policy", HELP_REPEAT_POLICY, default="")
 
     parser.addini("llmeval_model", HELP_MODEL, default="")
     parser.addini("llmeval_models_file", HELP_MODELS_FILE, default="")

@@ -17,7 +17,8 @@ from .collection import is_eval_item, test_of
 from .dataset import Case
 from .generation import CALL_ERROR_KEY, COMPLETION_KEY, MESSAGES_KEY
 from .redact import redact
-from .results import USER_PROPERTY, CaseResult
+from .repeats import sample_records
+from .results import DEFAULT_SAMPLE_POLICY, USER_PROPERTY, CaseResult
 from .scorers import _base as scoring
 
 SCORES_KEY = pytest.StashKey[list]()
@@ -32,6 +33,8 @@ class Records:
         # Records made in this process, by nodeid: logreport takes the object instead of parsing
         # the JSON it also carries (which xdist workers ship to the controller).
         self.local: dict[str, CaseResult] = {}
+        self.local_samples: dict[str, list[CaseResult]] = {}  # with repeats: every sample's record
+        self.repeat_policy = DEFAULT_SAMPLE_POLICY  # the session sets --repeat-policy
         self._listeners: list[Callable[[CaseResult], None]] = []
 
     def subscribe(self, listener: Callable[[CaseResult], None]) -> None:
@@ -46,6 +49,7 @@ class Records:
     @contextlib.contextmanager
     def scoring(self, item: pytest.Item) -> Iterator[None]:
         """Around the test call: scorers record into this item's list."""
+        __tracebackhide__ = True
         store: list[dict[str, Any]] = []
         item.stash[SCORES_KEY] = store
         scoring.begin_item(store)
@@ -59,22 +63,24 @@ class Records:
         if not is_eval_item(item):
             return
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-            rec = make_record(item, report, call)
-            prop = (USER_PROPERTY, rec.to_json())
-            report.user_properties.append(prop)
+            # With repeats, one record per sample (repeats.py); the first is the item's own.
+            recs = sample_records(item, make_record(item, report, call), self.repeat_policy)
+            for rec in recs:
+                prop = (USER_PROPERTY, rec.to_json())
+                report.user_properties.append(prop)
+                # The teardown report copies item.user_properties; JUnit XML reads it from there.
+                item.user_properties.append(prop)
             if not self.is_worker:  # spares re-parsing the JSON in this process (xdist ships the JSON)
-                self.local[item.nodeid] = rec
-            # The teardown report copies item.user_properties; JUnit XML reads it from there.
-            item.user_properties.append(prop)
+                self.local[item.nodeid] = recs[0]
+                self.local_samples[item.nodeid] = recs
 
     def collect(self, report: pytest.TestReport) -> None:
-        """Controller: take the record a report carries (once per item) and pass it on."""
-        for key, value in report.user_properties:
-            if key != USER_PROPERTY:
-                continue
-            if report.when == "teardown" and report.nodeid in self.results:
-                continue  # the same record again, carried by the teardown report
-            rec = self.local.get(report.nodeid) or CaseResult.from_json(value)
+        """Controller: take the records a report carries (once per item) and pass them on."""
+        values = [value for key, value in report.user_properties if key == USER_PROPERTY]
+        if not values or (report.when == "teardown" and report.nodeid in self.results):
+            return  # nothing, or the same records again, carried by the teardown report
+        recs = self.local_samples.get(report.nodeid) or [CaseResult.from_json(v) for v in values]
+        for rec in recs:
             self.results[rec.nodeid] = rec
             for listener in self._listeners:
                 listener(rec)
@@ -115,17 +121,7 @@ def make_record(item: pytest.Item, report: pytest.TestReport, call: pytest.CallI
         dataset=str(mark.kwargs.get("path")) if mark else None,
     )
     if comp is not None:
-        rec.output = comp.text
-        # An in-process batch has no latency of its own per item: its timing goes to extra
-        # (time to the item's last token, seconds per token, batch size), never into latency_s.
-        rec.latency_s = None if "batch_size" in comp.extra else comp.latency_s
-        rec.prompt_tokens = comp.prompt_tokens
-        rec.completion_tokens = comp.completion_tokens
-        rec.cost = comp.cost
-        rec.cached = comp.cached
-        rec.retries = comp.retries
-        rec.finish_reason = comp.finish_reason
-        rec.extra = {k: v for k, v in comp.extra.items() if k in RECORDED_EXTRA}
+        apply_completion(rec, comp)
     else:
         err = item.stash.get(CALL_ERROR_KEY, None)
         if err is not None:  # a call that failed for good still counts its retries
@@ -134,6 +130,21 @@ def make_record(item: pytest.Item, report: pytest.TestReport, call: pytest.CallI
             if causes:
                 rec.extra = {"retry_causes": [redact(c) for c in causes]}
     return rec
+
+
+def apply_completion(rec: CaseResult, comp: Any) -> None:
+    """Copy what a record keeps of its completion: output, timing, tokens, cost, cache, retries."""
+    rec.output = comp.text
+    # An in-process batch has no latency of its own per item: its timing goes to extra
+    # (time to the item's last token, seconds per token, batch size), never into latency_s.
+    rec.latency_s = None if "batch_size" in comp.extra else comp.latency_s
+    rec.prompt_tokens = comp.prompt_tokens
+    rec.completion_tokens = comp.completion_tokens
+    rec.cost = comp.cost
+    rec.cached = comp.cached
+    rec.retries = comp.retries
+    rec.finish_reason = comp.finish_reason
+    rec.extra = {k: v for k, v in comp.extra.items() if k in RECORDED_EXTRA}
 
 
 # Completion.extra entries an item's record keeps.

@@ -23,6 +23,7 @@ import pytest
 from .collection import is_eval_item
 from .redact import redact
 from .report_parts import FOLD_CHARS, _num, esc, fold, render_details
+from .report_repeats import item_samples
 from .report_summary import bar_chart, render_summary, side_by_side
 from .results import USER_PROPERTY, CaseResult
 
@@ -46,7 +47,7 @@ _COLUMNS = (  # (data key, header, sortable)
 
 def default_run_dir(config: pytest.Config, run_id: str) -> Path:
     """The run folder the metrics store uses: ``--output DIR`` or ``<llmeval_runs_dir>/<run id>``."""
-    from .store import run_dir_for
+    from .store_open import run_dir_for
 
     return Path(run_dir_for(config, run_id))
 
@@ -109,10 +110,22 @@ class HtmlReport:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # Under xdist the controller collects nothing; pytest_runtestloop decides there.
-        if self.default_path is None or self.config.pluginmanager.hasplugin("dsession"):
+        if self.config.pluginmanager.hasplugin("dsession"):
             return
         if not any(is_eval_item(it) for it in session.items):
-            self._drop_default()
+            if self.default_path is not None:
+                self._drop_default()
+            self._drop_columns()
+
+    def _drop_columns(self) -> None:
+        """No eval items: a user's own --html report keeps pytest-html's plain columns."""
+        self.columns = False
+        rep = self._html_report()
+        if rep is None:
+            return
+        ours = tuple(f'data-column-type="{key}"' for key, _, _ in _COLUMNS)
+        header = rep._report.table_header  # written at sessionstart, before collection
+        rep._report.table_header = [c for c in header if not any(k in c for k in ours)]
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
@@ -152,7 +165,8 @@ class HtmlReport:
         self.records[report.nodeid] = rec
         from pytest_html import extras
 
-        report.extras = [*getattr(report, "extras", []), extras.html(render_details(rec))]
+        samples = item_samples(report, self.records_stage.local_samples)  # with --repeat, side by side
+        report.extras = [*getattr(report, "extras", []), extras.html(render_details(rec) + samples)]
 
     @pytest.hookimpl(wrapper=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> Iterator[None]:
@@ -219,12 +233,14 @@ def _find(cells: list[str], marker: str) -> int:
 def _record_of(report: Any) -> CaseResult | None:
     """The item's record from the report (the last one: a rerun appends its own)."""
     found = [v for k, v in getattr(report, "user_properties", None) or () if k == USER_PROPERTY]
-    if not found:
-        return None
-    try:
-        return CaseResult.from_json(found[-1])
-    except (ValueError, TypeError):
-        return None
+    for value in reversed(found):
+        try:
+            rec = CaseResult.from_json(value)
+        except (ValueError, TypeError):
+            return None
+        if rec.sample == 0:  # with repeats the item's row shows its first sample
+            return rec
+    return None
 
 
 # -- cells -------------------------------------------------------------------------------

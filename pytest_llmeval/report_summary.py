@@ -11,6 +11,7 @@ from typing import Any
 
 from .outcome import RunOutcome
 from .report_parts import _num, esc, fold
+from .report_repeats import repeats_section
 from .results import CaseResult
 
 _ASSETS = Path(__file__).parent
@@ -66,6 +67,7 @@ def render_summary(outcome: RunOutcome) -> str:
     parts = [_style(), '<section id="llmeval-summary" class="llm-summary">', "<h2>LLM evals</h2>"]
     parts.append(_verdict_badge(outcome))
     parts.append(_aggregates_table(outcome, groups))
+    parts.append(repeats_section(outcome))  # with --repeat: pass@k, pass^k, flaky cases' samples
     parts.append(_gate_section(outcome))
     parts.append(_comparisons_section(outcome))
     agreement = outcome.judge_agreement

@@ -234,8 +234,9 @@ def _sampled_cases(ran: list[CaseResult]) -> tuple[dict[str, dict[str, Any]], Sa
     """Per-case entries from the samples of each case, and the run's pass@k, pass^k and flaky cases.
 
     A case's score and latency are the means over its samples; its ``passed`` and
-    ``outcome`` follow :data:`DEFAULT_SAMPLE_POLICY`; ``pass_fraction`` and ``samples``
-    are what the gate's clustered test reads.
+    ``outcome`` follow the policy its records were run with (``extra["repeat_policy"]``,
+    else :data:`DEFAULT_SAMPLE_POLICY`); ``pass_fraction`` and ``samples`` are what the
+    gate's clustered test reads.
     """
     from .stats import pass_all_k, pass_at_k
 
@@ -249,7 +250,8 @@ def _sampled_cases(ran: list[CaseResult]) -> tuple[dict[str, dict[str, Any]], Sa
         rs.sort(key=lambda r: r.sample)
         outcomes = [r.outcome for r in rs]
         passes, n = outcomes.count("passed"), len(rs)
-        outcome = outcome_from_samples(outcomes)
+        policy = next((p for r in rs if (p := (r.extra or {}).get("repeat_policy"))), DEFAULT_SAMPLE_POLICY)
+        outcome = outcome_from_samples(outcomes, policy)
         mains = [v for v in (r.main_value() for r in rs) if v is not None]
         lats = [r.latency_s for r in rs if r.latency_s is not None and r.outcome != "error"]
         cases[cid] = {

@@ -149,6 +149,10 @@ README_COMMANDS = {
         "tests/test_export_cli.py::test_export_prometheus_textfile",
     ".venv/bin/llmeval table --run latest --unmeasured gpt-4o-mini,llama3-8b-base":
         "tests/test_results_table.py::test_table_of_a_server_run_with_prices",
+    ".venv/bin/pytest evals/json_extraction --model smollm2-sampled --repeat 3":
+        "tests/test_repeats.py::test_one_item_per_case_with_one_record_per_sample_each_with_its_seed",
+    ".venv/bin/llmeval flaky --last 10":
+        "tests/test_repeats.py::test_metrics_db_keeps_a_row_per_sample_and_llmeval_flaky_lists_cases_across_runs",
 }
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ModelCallError
-from ..models import (
-    ModelSpec,
+from ..model_checks import (
     adapter_identity,
     check_adapter,
     check_extra,
     check_local_weights,
     path_fingerprint,
 )
+from ..models import ModelSpec
 from .base import Backend, Completion, Request
 from .embedded import resolve_model_path
 
