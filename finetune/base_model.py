@@ -28,13 +28,11 @@ class BaseModel:
 
 def _from_models_file(name: str, models_file: str) -> str | None:
     p = Path(models_file)
-    if not p.is_file():
-        return None
     from pytest_llmeval.errors import ConfigError
-    from pytest_llmeval.models import load_models
+    from pytest_llmeval.models import known_models
 
     try:
-        specs = load_models(p)
+        specs = known_models(p)  # the built-in models (smollm2, gpt-4o-mini), then the file's
     except ConfigError as e:
         raise FinetuneError(f"cannot read the model names in {p}: {e}") from None
     spec = specs.get(name)
@@ -91,12 +89,11 @@ def resolve_base_model(arg: str, models_file: str = "evals/models.yaml") -> Base
             f"base model {arg!r}: {reference} is not in the local Hugging Face cache and nothing is downloaded "
             f"here; fetch it first (huggingface-cli download {reference}) or pass a local directory"
         )
-    names = ""
-    if Path(models_file).is_file():
-        from pytest_llmeval.models import load_models
+    from pytest_llmeval.models import known_models
 
-        names = f" ({', '.join(sorted(load_models(models_file)))})"
+    names = f" ({', '.join(sorted(known_models(models_file)))})"
     raise FinetuneError(
-        f"base model {arg!r} not found: it is not a model name in {models_file}{names}, not embedded:NAME, "
+        f"base model {arg!r} not found: it is not a built-in model or one in {models_file}{names}, "
+        "not embedded:NAME, "
         "not a local directory and not a hub id (org/name)"
     )

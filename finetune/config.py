@@ -41,6 +41,7 @@ class FinetuneConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    lora_top_layers: int = 0  # > 0: LoRA on the top N decoder layers only (backward stops below them)
     # Quantization of the frozen base (QLoRA)
     load_in_4bit: bool = True
     quant_type: str = "nf4"
@@ -50,7 +51,8 @@ class FinetuneConfig:
     learning_rate: float = 2e-4
     epochs: float = 1.0
     max_steps: int = 0  # > 0 overrides epochs
-    time_budget_min: float = 0.0  # > 0: stop after this much training time, the schedule compressed to fit
+    time_budget_min: float = 0.0  # > 0: stop after this much training time (a cap; the adapter records it)
+    fit_schedule_to_budget: bool = False  # the lr schedule also follows the budget (then the run depends on speed)
     batch_size: int = 4
     gradient_accumulation: int = 1
     warmup_steps: int = 10
@@ -96,7 +98,7 @@ class FinetuneConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise FinetuneError(f"config key '{key}' must be at least 1, got {getattr(self, key)}")
-        for key in ("max_steps", "max_examples", "warmup_steps", "num_threads"):
+        for key in ("max_steps", "max_examples", "warmup_steps", "num_threads", "lora_top_layers"):
             if getattr(self, key) < 0:
                 raise FinetuneError(f"config key '{key}' must be 0 or more, got {getattr(self, key)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -207,9 +209,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read and check a YAML config file into a dict of known keys."""
     p = Path(path)
     if not p.is_file():
+        shipped = ", ".join(sorted(f.name for f in CONFIG_DIR.glob("*.yaml"))) or "none (reinstall the package)"
         raise FinetuneError(
-            f"config file {p} does not exist; use one of {', '.join(sorted(f.name for f in CONFIG_DIR.glob('*.yaml')))} "
-            f"in {CONFIG_DIR} or pass a path to your own YAML file"
+            f"config file {p} does not exist; shipped configs in {CONFIG_DIR}: {shipped}; "
+            "or pass --config PATH to your own YAML file"
         )
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
@@ -240,9 +243,9 @@ def build_config(
 ) -> FinetuneConfig:
     """Defaults < ``config_file`` (default: cpu.yaml) < ``overrides`` < ``sets`` (``key=value`` strings)."""
     values: dict[str, Any] = {}
-    path = Path(config_file) if config_file else DEFAULT_CONFIG
-    if path.is_file() or config_file:
-        values.update(load_config_file(path))
+    # The default file is the default run: a missing one is an error, not a silent fallback to the
+    # dataclass defaults (which would train another adapter than the documented one).
+    values.update(load_config_file(Path(config_file) if config_file else DEFAULT_CONFIG))
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")

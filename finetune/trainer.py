@@ -291,11 +291,16 @@ def load_model(base: BaseModel, cfg: FinetuneConfig, device: str) -> Any:
             f"target_modules {missing} do not exist in {base.arg!r}; it has e.g. "
             f"{', '.join(sorted(m for m in present if m.endswith('_proj'))[:8])}"
         )
+    layers = None
+    if cfg.lora_top_layers:
+        n_layers = int(model.config.num_hidden_layers)
+        layers = list(range(max(0, n_layers - cfg.lora_top_layers), n_layers))
     lora = LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
+        layers_to_transform=layers,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -373,6 +378,31 @@ def lr_at(step: int, total: int, cfg: FinetuneConfig, time_used: float = 0.0) ->
 
 
 # --------------------------------------------------------------------------- the run
+
+ESTIMATE_AFTER = 3  # steps timed before the run's length is estimated (the first one is slower)
+
+
+def _estimate_line(step: int, total: int, start_step: int, elapsed: float, trained_s: float, budget_s: float) -> str:
+    """The expected training time, from the steps timed so far (the first step, warm-up, counted once)."""
+    done = step - start_step
+    per_step = elapsed / done
+    rest = per_step * (total - step)
+    finish = datetime.now(UTC) + _timedelta(rest)
+    text = (
+        f"expect about {_fmt_duration(elapsed + rest)} of training for {total - start_step} steps "
+        f"({per_step:.1f} s/step over the first {done}); done around {finish:%H:%M} UTC"
+    )
+    if budget_s and trained_s + rest > budget_s:
+        text += f"; the {budget_s / 60:g} min time budget will stop it first, at about step " + str(
+            step + int(max(0.0, budget_s - trained_s) / per_step)
+        )
+    return text
+
+
+def _timedelta(seconds: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=seconds)
 
 
 def _check_resume_state(
@@ -534,10 +564,20 @@ def _run(
     def time_used() -> float:
         return trained_s / budget_s if budget_s else 0.0
 
+    def schedule_time() -> float:
+        # A cap alone must not change the learning rates: then the same steps give the same adapter anywhere.
+        return time_used() if cfg.fit_schedule_to_budget else 0.0
+
+    start_step = step
+    log(
+        f"training {total - step} steps of {cfg.batch_size} x {cfg.gradient_accumulation} examples (seed {cfg.seed})"
+        + (f", capped at {cfg.time_budget_min:g} min" if budget_s else "")
+        + "; the time it takes is estimated after the first steps"
+    )
     try:
         while step < total and time_used() < 1.0:
             step_start = time.monotonic()
-            lr = lr_at(step, total, cfg, time_used())
+            lr = lr_at(step, total, cfg, schedule_time())
             for group in optimizer.param_groups:
                 group["lr"] = lr
             step_loss = 0.0
@@ -556,6 +596,8 @@ def _run(
             losses.append(round(step_loss, 5))
             trained_s += time.monotonic() - step_start
             last = step == total or time_used() >= 1.0
+            if steps_here == ESTIMATE_AFTER and not last:
+                log(_estimate_line(step, total, start_step, time.monotonic() - loop_start, trained_s, budget_s))
             if step % cfg.log_every == 0 or last or steps_here == 1:
                 elapsed = time.monotonic() - loop_start
                 rate = steps_here / elapsed if elapsed > 0 else 0.0
@@ -584,7 +626,14 @@ def _run(
             f"interrupted at step {step}/{total}; checkpoint in {root}; continue with the same command and --resume"
         ) from None
 
-    if cfg.keep_checkpoints and last_saved < step:
+    note = None
+    if step < total:
+        note = (
+            f"stopped by time budget at step {step} of {total} (time_budget_min={cfg.time_budget_min:g}); "
+            f"not the configured run: continue it with --resume --time-budget 0"
+        )
+        log(f"WARNING: {note}")
+    if cfg.keep_checkpoints and last_saved < step or note:
         # Lets a finished run be extended later: --resume --max-steps MORE.
         ckpt_io.save_checkpoint(root, step, model, optimizer, checkpoint_state(), cfg.save_total_limit)
     out = Path(cfg.output)
@@ -607,6 +656,7 @@ def _run(
             "config": cfg.to_dict(),
             "steps": step,
             "stopped_by": "max_steps" if step >= total else "time_budget",
+            "training_note": note,
             "epochs_seen": round(step * cfg.gradient_accumulation * cfg.batch_size / len(examples), 3),
             "first_loss": losses[0] if losses else None,
             "final_loss": round(sum(tail) / len(tail), 5),
@@ -631,7 +681,7 @@ def _run(
 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if not cfg.keep_checkpoints:
+    if not cfg.keep_checkpoints and not note:
         ckpt_io.clear_checkpoints(root)
     log(
         f"adapter written to {out} ({step} steps, final loss {meta['final_loss']:.4f}, "

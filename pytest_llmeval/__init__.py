@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 from . import scorers
 from .dataset import Case, dataset, load_cases
+from .judge_stage import JudgeSpec
 from .prompts import load_template
 
-__all__ = ["Case", "__version__", "dataset", "load_cases", "load_template", "scorers"]
+__all__ = ["Case", "JudgeSpec", "__version__", "dataset", "load_cases", "load_template", "scorers"]

@@ -92,3 +92,27 @@ def self_consistency(samples: list[list[int]]) -> dict[str, Any]:
         "mean_stdev": float(np.mean([np.std(s) for s in rows])),
         "all_agree": float(np.mean([len(set(s)) == 1 for s in rows])),
     }
+
+
+def kappa_interval(
+    human: list[int], judge: list[int], n_boot: int = 2000, seed: int = 20, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the quadratic-weighted kappa (items resampled with replacement).
+
+    Seeded, so a run and its rerun (or its xdist twin) report the same interval; resamples on
+    which kappa is undefined are left out. None with fewer than two items or no defined resample.
+    """
+    if len(human) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    h, j = np.asarray(human), np.asarray(judge)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(h), len(h))
+        k = quadratic_weighted_kappa(h[idx].tolist(), j[idx].tolist())
+        if k is not None:
+            values.append(k)
+    if not values:
+        return None
+    tail = (1.0 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))

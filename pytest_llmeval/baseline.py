@@ -179,6 +179,7 @@ def save_baseline(
     spec_hashes: dict[str, str | None],
     root: str | Path,
     force: bool = False,
+    judges: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """Write the baseline for a run's aggregates; refuses a run with errors unless forced.
 
@@ -198,6 +199,8 @@ def save_baseline(
             entries = {}
     for a in aggregates:
         entries.setdefault(a.test, {})[a.model] = _entry(a, datasets.get(a.test), spec_hashes.get(a.model))
+        if judges and a.test in judges and "judge" in a.scores:  # the judge behind the judge scores
+            entries[a.test][a.model]["judge"] = judges[a.test]
     data = {
         "format": FORMAT,
         "version": VERSION,

@@ -22,8 +22,14 @@ def write_line(config: pytest.Config, line: str, **markup: bool) -> None:
     # captured output instead of on the terminal.
     capman = config.pluginmanager.get_plugin("capturemanager")
     with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
-        tr.ensure_newline()
-        tr.write_line(line, **markup)
+        from .progress import keep_header_line
+
+        if not keep_header_line(config, line, **markup):  # pytest would print the file's name again
+            progress = config.pluginmanager.get_plugin("llmeval-progress")
+            if progress is not None:
+                progress.clear()
+            tr.ensure_newline()
+            tr.write_line(line, **markup)
 
 
 def option_or_ini(config: pytest.Config, option: str, ini: str) -> Any:

@@ -155,6 +155,7 @@ def dataset(
     prompt: str | None = None,
     main_score: str | None = None,
     repeat: int | None = None,
+    judge: Any = None,
     **params: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Parametrize a test over the cases of a dataset file and the selected models.
@@ -163,14 +164,20 @@ def dataset(
     generation parameters (``max_tokens``, ``temperature``, ``stop``, ...).
     ``main_score`` names the score shown as the item's headline (default: the
     last score recorded). ``repeat`` samples each case that many times, unless
-    ``--repeat`` says otherwise (docs/gate_statistics.md, "Repeats").
+    ``--repeat`` says otherwise (docs/gate_statistics.md, "Repeats"). ``judge`` declares the
+    test's judge (a ``JudgeSpec``): its requests are then scheduled as soon as each completion
+    lands (:mod:`pytest_llmeval.judge_stage`).
     """
+    from .judge_stage import JudgeSpec
+
     if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1):
         raise TypeError(f"@dataset({path!r}, repeat=...): expected a whole number >= 1, got {repeat!r}")
+    if judge is not None and not isinstance(judge, JudgeSpec):
+        raise TypeError(f"@dataset(judge=...) takes a JudgeSpec, got {type(judge).__name__}")
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         return pytest.mark.llmeval_dataset(
-            path=path, prompt=prompt, main_score=main_score, params=params, repeat=repeat
+            path=path, prompt=prompt, main_score=main_score, params=params, repeat=repeat, judge=judge
         )(fn)
 
     return deco

@@ -54,6 +54,8 @@ from .timing import BATCH_METRICS
 METRICS = {"pass_rate": "higher", "latency_p50": "lower", "latency_p95": "lower", "cost": "lower"}
 METRICS |= {m: "lower" for m in BATCH_METRICS}  # in-process batches: time to last token, s/token (timing.py)
 METRIC_PREFIXES = ("score:",)
+# The judge's measured agreement with people (judge_measure.py): a floor only, on every judged test.
+JUDGE_KAPPA = "judge_kappa"
 LOWER_IS_BETTER = {m for m, d in METRICS.items() if d == "lower"} | {"errors"}
 _NAME_RE = re.compile(r"^[\w.-]+$")
 
@@ -68,7 +70,7 @@ class MetricSpecError(ConfigError, ValueError):
 
 def valid_metric_names() -> str:
     """The metric names a tolerance or floor accepts, for error messages."""
-    return ", ".join([*METRICS, "score:NAME (a scorer's score, e.g. score:judge)"])
+    return ", ".join([*METRICS, "score:NAME (a scorer's score, e.g. score:judge)", f"{JUDGE_KAPPA} (floors only)"])
 
 
 def check_metric_name(metric: str, what: str) -> None:
@@ -76,7 +78,7 @@ def check_metric_name(metric: str, what: str) -> None:
 
     Score names are checked later, against the run's aggregates (:func:`compare`).
     """
-    if metric in METRICS:
+    if metric in METRICS or (metric == JUDGE_KAPPA and what.startswith("floor")):
         return
     for prefix in METRIC_PREFIXES:
         if metric.startswith(prefix) and _NAME_RE.match(metric[len(prefix) :]):
@@ -249,6 +251,16 @@ def _base_metric(entry: dict[str, Any], metric: str) -> float | None:
     return entry.get("scores", {}).get(metric)
 
 
+def _judge_floor(v: Verdict, a: Any, fl: Floor, kappa: float | None) -> None:
+    """The judge behind ``a``'s judge scores must agree with people at least this much (quadratic kappa)."""
+    bad = kappa is None or kappa < fl.value
+    v.rows.append(Row(a.test, a.model, fl.metric, None, kappa, status="FAIL" if bad else "ok", rule=f"floor {fl}"))
+    if kappa is None:
+        v.fail(f"{a.test} [{a.model}]: the judge is unmeasured (no calibration file, or it failed): breaks {fl}")
+    elif bad:
+        v.fail(f"{a.test} [{a.model}]: the judge's kappa with people = {_fmt(kappa)} breaks the floor {fl}")
+
+
 def _unknown_metrics(aggregates: list[Any], names: list[str]) -> tuple[set[str], str]:
     """Tolerance/floor names that no aggregate of this run measured, and the gate error saying so."""
     scores = sorted({f"score:{s}" for a in aggregates for s in a.scores})
@@ -269,6 +281,7 @@ def compare(
     mode: str = "significant",
     require_baseline: bool = False,
     datasets: dict[str, str] | None = None,
+    judge_kappa: dict[str, float | None] | None = None,
 ) -> Verdict:
     """Compare current aggregates with baseline entries and decide.
 
@@ -277,8 +290,11 @@ def compare(
     listing the names that exist.
     """
     v = Verdict(mode=mode)
+    judge_kappa = judge_kappa or {}
+    if any(f.metric == JUDGE_KAPPA for f in floors) and aggregates and not judge_kappa:
+        v.fail(f"floor {JUDGE_KAPPA}: no judge graded anything in this run")
     unknown, message = _unknown_metrics(
-        aggregates, [t.metric for t in tolerances] + [f.metric for f in floors]
+        aggregates, [t.metric for t in tolerances] + [f.metric for f in floors if f.metric != JUDGE_KAPPA]
     )
     if unknown:
         v.fail(message)
@@ -291,6 +307,10 @@ def compare(
         if a.errors:
             v.fail(f"{a.test} [{a.model}]: {a.errors} item(s) errored; missing data cannot pass the gate")
         for fl in floors:
+            if fl.metric == JUDGE_KAPPA:
+                if a.test in judge_kappa:
+                    _judge_floor(v, a, fl, judge_kappa[a.test])
+                continue
             cur = _current_metric(a, fl.metric)
             lower_better = fl.metric in LOWER_IS_BETTER
             bad = cur is None or (cur > fl.value if lower_better else cur < fl.value)

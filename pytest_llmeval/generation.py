@@ -8,7 +8,6 @@ each item's ``completion`` fixture waits only for its own future.
 from __future__ import annotations
 
 import os
-import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -41,15 +40,13 @@ class Generation:
         self.items: list[pytest.Item] = []  # the session's items (controller, or a worker's collection)
         self._submitted = False
         self._gen_counter = 0
-        self._last_progress = 0.0
-        self._last_progress_done = -1
         self.judges_used: dict[str, str | None] = {}  # judge model -> rubric text it graded with
         self.current_sample = 0  # the sample whose test body runs now (repeats.call_samples)
-        raw = config.getini("llmeval_progress_every")
-        try:
-            self.progress_every = max(0.1, float(raw))
-        except ValueError:
-            raise pytest.UsageError(f"ini key llmeval_progress_every: expected seconds, got {raw!r}") from None
+        from .judge_stage import JudgeStage
+        from .progress import Progress
+
+        self.judge_stage = JudgeStage(self)  # declared judges: the second stage (judge_stage.py)
+        self.progress = Progress(config, is_worker)  # a status line on a terminal, a line now and then in a log
 
     # -- the scheduler ------------------------------------------------------------------------
     def scheduler(self) -> Any:
@@ -208,6 +205,7 @@ class Generation:
                 continue
             batch.extend(jobs)
         sched.submit_many(batch)
+        self.judge_stage.attach(items)
 
     def completion_for(self, item: pytest.Item, sample: int = 0) -> Completion:
         """Block until this item's completion (of ``sample``) is ready; errors become item errors with
@@ -231,7 +229,7 @@ class Generation:
         skip = fail = None
         while True:
             try:
-                comp = job.future.result(timeout=self.progress_every)
+                comp = job.future.result(timeout=self.progress.tick_s)
                 break
             except TimeoutError:
                 self._progress()
@@ -294,27 +292,8 @@ class Generation:
 
     # -- progress and estimates -----------------------------------------------------------------
     def _progress(self, quiet_unless_due: bool = False) -> None:
-        if self.is_worker or self.config.get_verbosity() < 0 or self._scheduler is None:
-            return
-        now = time.monotonic()
-        if now - self._last_progress < self.progress_every:
-            return
-        st = self._scheduler.stats
-        if quiet_unless_due and st.done >= st.submitted:
-            return
-        if st.done == self._last_progress_done and now - self._last_progress < 60:
-            return  # nothing new: a line a minute while a long batch runs, not one every few seconds
-        self._last_progress, self._last_progress_done = now, st.done
-        elapsed = max(now - st.started, 1e-6)
-        fresh = st.done - st.cached
-        rate = fresh / elapsed
-        left = st.submitted - st.done
-        eta = f", ETA {left / rate:.0f}s" if rate > 0 and left else ""
-        write_line(
-            self.config,
-            f"[llmeval] generated {st.done}/{st.submitted} ({st.cached} cached, {rate:.1f} req/s{eta})",
-            cyan=True,
-        )
+        if self._scheduler is not None:
+            self.progress.tick(self._scheduler.stats, waiting=not quiet_unless_due)
 
     def estimate(self, items: list[pytest.Item]) -> list[str]:
         """``--estimate-cost``: token and cost bounds per model, without calling any model."""

@@ -84,6 +84,18 @@ _BARE = re.compile(r"^\s*\**\s*([1-5])(?:\s*/\s*5)?\s*\**\s*\.?\s*$")
 _REASONING = re.compile(r"\breasoning\b[\s*_]*[:=][\s*_]*(.*)", re.IGNORECASE | re.DOTALL)
 _JSON_OBJ = re.compile(r"\{.*?\}", re.DOTALL)
 _AFTER_SCORE = re.compile(r"^\s*(?:(?:/|out\s+of)\s*5)?[\s*_).:,;-]*", re.IGNORECASE)
+# The prompt's scaffolding echoed back by a weak judge: a delimiter tag (ours, or its neutralised form in
+# the data) or a line of the instructions. A reply is cut at the first one (see clean_reply).
+_ECHO = re.compile(
+    r"[<\u2039]\s*/?\s*(?:answer|question|context|reference|rubric)-"
+    r"|grade the answer\b|reply with score|reply in exactly this format|you are a strict grader"
+    r"|everything between tags|\brubric\s*:",
+    re.IGNORECASE,
+)
+# A second verdict (or a repeated label) ends the reasoning of the first: the first verdict wins.
+_NEXT_LABEL = re.compile(r"\b(?:score|reasoning)\b[\s*_]*(?:[:=]|\bis\b)", re.IGNORECASE)
+# Stop sequences sent with every judge request (an API stops there; in-process output is cut there).
+STOP = ["</answer-", "<answer-", "Grade the answer", "RUBRIC:"]
 
 
 class JudgeError(LLMEvalError):
@@ -191,14 +203,21 @@ def request_params(sample: int | None = None, max_tokens: int = JUDGE_MAX_TOKENS
     calibration runner, which uses the same seeds).
     """
     if sample is None:
-        return {"temperature": 0.0, "max_tokens": max_tokens}
-    return {"temperature": SAMPLE_TEMPERATURE, "seed": int(sample), "max_tokens": max_tokens}
+        return {"temperature": 0.0, "max_tokens": max_tokens, "stop": list(STOP)}
+    return {"temperature": SAMPLE_TEMPERATURE, "seed": int(sample), "max_tokens": max_tokens, "stop": list(STOP)}
 
 
 # -- verdicts -----------------------------------------------------------------------
 def _clip(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clean_reply(raw: str) -> str:
+    """The reply up to the first echo of the prompt's delimiters or instructions (nothing after it is
+    the judge's own words)."""
+    m = _ECHO.search(raw or "")
+    return (raw or "") if m is None else raw[: m.start()]
 
 
 def parse_verdict(raw: str) -> Verdict:
@@ -208,14 +227,19 @@ def parse_verdict(raw: str) -> Verdict:
     ``Score is 4 out of 5``, a reply that is just the digit, and a JSON object
     with an integer ``score`` from 1 to 5. The first ``SCORE`` line wins over JSON,
     JSON over a bare digit.
+    The reply is read only up to an echoed delimiter or instruction (:func:`clean_reply`), and the
+    reasoning ends at a second verdict, so it never holds the prompt's scaffolding.
     Anything else raises :class:`JudgeError` with the raw reply.
     """
-    text = raw or ""
+    text = clean_reply(raw)
     m = _VERDICT.search(text)
     if m is not None:
         rest = text[m.end() :]
-        r = _REASONING.search(rest) or _REASONING.search(text)
+        r = _REASONING.search(rest) or _REASONING.search(text[: m.start()])
         reasoning = r.group(1) if r else _AFTER_SCORE.sub("", rest)
+        cut_at = _NEXT_LABEL.search(reasoning)
+        if cut_at is not None:
+            reasoning = reasoning[: cut_at.start()]
         return Verdict(int(m.group(1)), _clip(reasoning), raw)
     for j in _JSON_OBJ.finditer(text):
         try:
@@ -232,7 +256,7 @@ def parse_verdict(raw: str) -> Verdict:
     if b is not None:
         return Verdict(int(b.group(1)), "", raw)
     raise JudgeError(
-        f"judge error: no verdict in the reply (expected 'SCORE: <1-5>'); raw verdict: {_clip(text, 500)!r}"
+        f"judge error: no verdict in the reply (expected 'SCORE: <1-5>'); raw verdict: {_clip(raw or '', 500)!r}"
     )
 
 
@@ -274,11 +298,55 @@ def judge_replies(replies: list[str], aggregate: str = "majority") -> Judgement:
 # -- choosing the judge model --------------------------------------------------------
 def resolve_judge_model(config: Any, specs: dict[str, Any]) -> str:
     """``--judge`` > ini ``llmeval_judge`` > the ``pytest_llmeval_judge_model`` hook >
-    gpt-4o-mini (when configured and its key is set) > smollm2."""
-    name = config.getoption("judge", None) or (config.getini("llmeval_judge") or "").strip()
-    if not name:
-        name = config.hook.pytest_llmeval_judge_model(config=config)
-    return name or default_judge_model(specs)
+    gpt-4o-mini (when configured and its key is set) > the best judge available here."""
+    return choose_judge(config, specs)[0]
+
+
+def choose_judge(config: Any, specs: dict[str, Any], under_test: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The judge model and why it was chosen (the session header says both).
+
+    With no judge configured, the judge is never silently the model under test: gpt-4o-mini when
+    its key is set, else :func:`best_local_judge`, whose reason says when it is a model under test.
+    """
+    name = config.getoption("judge", None)
+    if name:
+        return name, "--judge"
+    name = (config.getini("llmeval_judge") or "").strip()
+    if name:
+        return name, "ini llmeval_judge"
+    name = config.hook.pytest_llmeval_judge_model(config=config)
+    if name:
+        return name, "the pytest_llmeval_judge_model hook"
+    api = specs.get(API_JUDGE)
+    if api is not None and (not api.api_key_env or os.environ.get(api.api_key_env)):
+        return API_JUDGE, f"no judge configured; {api.api_key_env or 'its API key'} is set"
+    return best_local_judge(getattr(config, "rootpath", "."), specs, under_test)
+
+
+def best_local_judge(root: str | Path, specs: dict[str, Any], under_test: tuple[str, ...] = ()) -> tuple[str, str]:
+    """With no judge configured and no API key: the runnable model with the best measured agreement
+    (``data/judge_calibration-<model>.json``, written by the calibration CLI), else the embedded smollm2."""
+    key_env = getattr(specs.get(API_JUDGE), "api_key_env", None) or "OPENAI_API_KEY"
+    measured: list[tuple[float, str]] = []
+    for name in specs:
+        if name == API_JUDGE:
+            continue
+        try:
+            data = json.loads(calibration_path(root, name).read_text(encoding="utf-8"))
+            kappa = float(data["agreement"]["kappa_quadratic"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not math.isnan(kappa) and specs[name].availability()[0]:
+            measured.append((kappa, name))
+    if measured:
+        kappa, name = max(measured, key=lambda t: (t[0], t[1] not in under_test))
+        why = f"no judge configured, {key_env} not set; best measured agreement here (kappa {kappa:.2f})"
+    else:
+        name = DEFAULT_JUDGE
+        why = f"no judge configured, {key_env} not set; the embedded model, the only judge that needs nothing"
+    if name in under_test:
+        why += "; it is also a model under test, so weigh its scores by its measured agreement"
+    return name, why + "; --judge NAME chooses another"
 
 
 def default_judge_model(specs: dict[str, Any]) -> str:
@@ -354,25 +422,33 @@ class Judge:
 
     ``selection`` gives the models (``specs()``, ``models_file()``); ``generation``
     generates (``generate_now``) and remembers which judge graded with which rubric
-    (``note_judge``), for the agreement line of the run's outcome.
+    (``note_judge``), for the agreement line of the run's outcome. When the run's
+    generation has a judge stage (:mod:`.judge_stage`), a verdict it prepared for this
+    item is used instead of a new call.
     """
 
     def __init__(self, config: Any, selection: Any, generation: Any, item: Any) -> None:
         self.generation = generation
         self.item = item
+        self.stage = getattr(generation, "judge_stage", None)
         specs = selection.specs()
-        self.model = resolve_judge_model(config, specs)
-        check_judge_model(self.model, specs, str(selection.models_file()))
+        if self.stage is not None:
+            self.model = self.stage.choice()[0]
+            self.stage.announce()
+        else:
+            self.model = resolve_judge_model(config, specs)
+            check_judge_model(self.model, specs, str(selection.models_file()))
         opt = config.getoption("judge_samples", None)
         if opt is not None and opt < 1:
             raise ConfigError(f"--judge-samples must be at least 1, got {opt}")
         self.default_samples: int | None = opt
 
-    def _rubric(self, rubric: str | Path) -> str:
+    def _path(self, rubric: str | Path) -> Path:
         p = Path(rubric)
-        if not p.is_absolute():
-            p = Path(self.item.path).parent / p
-        return load_rubric(p)
+        return p if p.is_absolute() else Path(self.item.path).parent / p
+
+    def _rubric(self, rubric: str | Path) -> str:
+        return load_rubric(self._path(rubric))
 
     def verdicts(
         self, answer: str, *, rubric: str | Path, samples: int | None = None, **fields: Any
@@ -380,13 +456,29 @@ class Judge:
         """Raw judge replies (one at temperature 0, or ``samples`` sampled ones)."""
         return self._replies(self._rubric(rubric), answer, samples, fields)
 
-    def _replies(self, text: str, answer: str, samples: int | None, fields: dict[str, Any]) -> list[str]:
-        messages = build_messages(text, str(answer), fields)
+    def _plan(self, samples: int | None) -> list[int | None]:
         n = samples if samples is not None else self.default_samples
-        plan: list[int | None] = [None] if not n or n == 1 else list(range(1, n + 1))
+        return [None] if not n or n == 1 else list(range(1, n + 1))
+
+    def _replies(self, text: str, answer: str, samples: int | None, fields: dict[str, Any]) -> list[str]:
+        __tracebackhide__ = True
+        from .errors import BudgetExceeded
+
+        messages = build_messages(text, str(answer), fields)
         out = []
-        for sample in plan:
-            comp = self.generation.generate_now(self.model, messages, **request_params(sample))
+        for sample in self._plan(samples):
+            params = request_params(sample)
+            fut = self.stage.prepared(self.item, self.model, messages, params) if self.stage is not None else None
+            try:
+                comp = fut.result() if fut is not None else self.generation.generate_now(self.model, messages, **params)
+            except BudgetExceeded as e:
+                import pytest
+
+                pytest.skip(str(e))
+            except (JudgeError, ConfigError):
+                raise
+            except Exception as e:  # the judge's call failed: an item error that names the judge and the cause
+                raise JudgeError(f"judge {self.model} failed: {e}") from e
             out.append(comp.text)
         return out
 
@@ -394,10 +486,10 @@ class Judge:
         self,
         answer: str,
         *,
-        rubric: str | Path,
+        rubric: str | Path | None = None,
         at_least: float | None = None,
         samples: int | None = None,
-        aggregate: str = "majority",
+        aggregate: str | None = None,
         **fields: Any,
     ) -> Score:
         """Grade ``answer`` 1-5 with ``rubric`` and record a ``judge`` Score (fails below ``at_least``).
@@ -406,14 +498,30 @@ class Judge:
         tagged data. ``samples=n`` (or ``--judge-samples n``) draws n verdicts at
         temperature 0.7 and combines them by ``aggregate`` ("majority", ties to
         the lower score, or "mean"). An unreadable verdict raises JudgeError.
+        Without ``rubric``, the judge declared with the test's dataset (``JudgeSpec``)
+        gives the rubric, the case fields, the samples and the aggregate.
         """
         __tracebackhide__ = True
+        if rubric is None:
+            spec = self.stage.spec_of(self.item) if self.stage is not None else None
+            if spec is None:
+                raise ConfigError(
+                    "judge.score() needs rubric=... unless the test declares its judge "
+                    "(@dataset(..., judge=JudgeSpec('rubric.md', ...)))"
+                )
+            rubric = spec.rubric
+            fields = fields or spec.case_fields(self.item.callspec.params["case"])
+            samples = spec.samples if samples is None else samples
+            aggregate = aggregate or spec.aggregate
+        aggregate = aggregate or "majority"
         if aggregate not in ("majority", "mean"):
             raise ValueError(f"aggregate must be 'majority' or 'mean', got {aggregate!r}")
         if samples is not None and samples < 1:
             raise ValueError(f"samples must be at least 1, got {samples}")
         text = self._rubric(rubric)
         self.generation.note_judge(self.model, text)
+        if self.stage is not None:
+            self.stage.note(self.item, self.model, self._path(rubric), text, len(self._plan(samples)), aggregate)
         replies = self._replies(text, answer, samples, fields)
         judgement = judge_replies(replies, aggregate)
         reasoning = next((v.reasoning for v in judgement.verdicts if v.score == round(judgement.value)), "")

@@ -93,6 +93,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE results ADD COLUMN sample INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE results ADD COLUMN samples INTEGER NOT NULL DEFAULT 1",
     ),
+    (  # the judges of a run and their measured agreement with people (judge_measure.py; label "unmeasured")
+        "ALTER TABLE runs ADD COLUMN judges TEXT",  # JSON list of JudgeMeasure dicts; NULL: no judge graded
+    ),
 ]
 
 RESULT_COLUMNS = (

@@ -18,7 +18,6 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, ClassVar
 import yaml
 
 from .errors import ConfigError, ModelUnavailable
+from .model_checks import _has_gpu
 
 GEN_PARAM_KEYS = {"max_tokens", "temperature", "top_p", "stop", "seed"}
 BUILTIN_SOURCE = "built-in"
@@ -350,91 +350,6 @@ def _entry_lines(text: str) -> dict[str, int]:
                 for k, _ in value.value:
                     out[str(k.value)] = k.start_mark.line + 1
     return out
-
-
-# -- helpers the types share ---------------------------------------------------------------
-def _has_gpu() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
-
-
-def path_fingerprint(path: str) -> str:
-    """A cheap identity of local weights: the embedded name, or safetensors names, sizes and times."""
-    from .backends.embedded import EMBEDDED_MODELS, is_embedded
-
-    if is_embedded(path):
-        return path + ":" + ",".join(sorted(EMBEDDED_MODELS))
-    p = Path(path)
-    if p.is_dir():
-        st = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in sorted(p.glob("*.safetensors"))]
-        return hashlib.sha256(repr(st).encode()).hexdigest()[:16]
-    return path
-
-
-def adapter_identity(adapter: str) -> str:
-    """A hash of an adapter directory's files (retraining invalidates cached completions)."""
-    from .backends.embedded import dir_hash
-
-    p = Path(adapter)
-    return dir_hash(p) if p.is_dir() else adapter
-
-
-def check_extra(extra: str, modules: tuple[str, ...]) -> None:
-    """Raise ModelUnavailable naming the pip extra when one of ``modules`` is not installed."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ModelUnavailable(
-            f"needs the {extra} extra ({', '.join(missing)} not installed): pip install 'pytest-llmeval[{extra}]'"
-        )
-
-
-def check_key(env: str | None) -> None:
-    """Raise ModelUnavailable when the API key variable ``env`` is unset."""
-    if env and not os.environ.get(env):
-        raise ModelUnavailable(f"needs {env} (set it in the environment or in .env)")
-
-
-def check_embedded(ref: str | None) -> bool:
-    """For ``embedded:NAME``: raise ModelUnavailable if its package is missing; True if embedded."""
-    from .backends.embedded import EmbeddedModelError, gguf_path, is_embedded
-
-    if not ref or not is_embedded(ref):
-        return False
-    try:
-        gguf_path(ref.split(":", 1)[1])
-    except EmbeddedModelError as e:
-        raise ModelUnavailable(str(e)) from None
-    return True
-
-
-def check_local_weights(ref: str | None) -> None:
-    """Raise ModelUnavailable when ``ref`` names weights that are not on this machine."""
-    if not ref or check_embedded(ref) or Path(ref).exists():
-        return
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(ref, "config.json"), str):
-            return
-    except Exception:
-        pass
-    raise ModelUnavailable(
-        f"needs the weights of {ref!r} on this machine (not a local directory nor in the Hugging Face "
-        "cache; nothing is downloaded at run time)"
-    )
-
-
-def check_adapter(adapter: str | None) -> None:
-    """Raise ModelUnavailable when the adapter directory does not exist yet."""
-    if adapter and not Path(adapter).is_dir():
-        raise ModelUnavailable(
-            f"needs the adapter {adapter}, which does not exist: train it with "
-            f"'python -m finetune --task json_extraction --base-model smollm2 --output {adapter}'"
-        )
 
 
 def check_available(spec: ModelSpec) -> None:

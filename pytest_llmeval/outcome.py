@@ -94,6 +94,7 @@ class RunOutcome:
     exit_status: int = 0
     complete: bool = True  # False when the run stopped early (Ctrl-C, -x, an internal error)
     estimate_lines: tuple[str, ...] = field(default=())
+    judges: tuple[Any, ...] = ()  # judge_measure.JudgeMeasure: each judge's agreement with people, or unmeasured
 
     @functools.cached_property
     def results(self) -> dict[str, CaseResult]:
@@ -174,9 +175,14 @@ def run_gate(
     aggregates: list[Aggregate],
     datasets: dict[str, str],
     spec_hashes: dict[str, str | None],
+    judges: tuple[Any, ...] = (),
 ) -> GateResult:
-    """Compare with the baseline (and floors), and save a baseline when asked."""
+    """Compare with the baseline (and floors), and save a baseline when asked.
+
+    ``judges`` (JudgeMeasure): the judge_kappa floor reads their kappa; a saved baseline keeps them.
+    """
     from . import gate
+    from .judge_measure import kappa_by_test
 
     if options.deferred:
         return GateResult(note=options.deferred, deferred=True)
@@ -195,6 +201,7 @@ def run_gate(
         "mode": options.mode,
         "require_baseline": options.require_baseline,
         "datasets": datasets,
+        "judge_kappa": kappa_by_test(judges),
     }
     if options.error:
         verdict = Verdict.error(options.error)
@@ -209,7 +216,13 @@ def run_gate(
     if options.save is not None:
         try:
             saved = gate.save_baseline(
-                options.save, aggregates, datasets, spec_hashes, options.root, force=options.force_save
+                options.save,
+                aggregates,
+                datasets,
+                spec_hashes,
+                options.root,
+                force=options.force_save,
+                judges={t: m.baseline_entry() for m in judges for t in m.tests},
             )
         except ConfigError as e:
             save_error = str(e)
@@ -291,6 +304,7 @@ def build_outcome(
     report_path: Path | None,
     run_dir: Path | None,
     estimate_lines: list[str],
+    judges: tuple[Any, ...] = (),
 ) -> RunOutcome:
     """Aggregate, compare and gate the run's records into its :class:`RunOutcome`.
 
@@ -304,7 +318,7 @@ def build_outcome(
     gate_result = GateResult()
     if records:
         hashes = {m: (s.get("spec_hash") if s else None) for m, s in model_specs.items()}
-        gate_result = run_gate(gate, aggregates, datasets, hashes)
+        gate_result = run_gate(gate, aggregates, datasets, hashes, judges)
         status = exit_status_after_gate(status, gate_result, sum(a.errors for a in aggregates))
     return RunOutcome(
         run_id=run_id,
@@ -318,7 +332,11 @@ def build_outcome(
         model_comparisons=tuple(comparisons),
         verdict=gate_result.verdict,
         baseline_note=gate_result.note,
-        judge_agreement=judge_note(aggregates) if records and judge_note is not None else None,
+        judge_agreement=(
+            "; ".join(m.label() for m in judges)
+            if records and judges
+            else judge_note(aggregates) if records and judge_note is not None else None
+        ),
         saved_baseline=gate_result.saved,
         save_error=gate_result.save_error,
         report_path=report_path,
@@ -327,4 +345,5 @@ def build_outcome(
         exit_status=status,
         complete=status in (0, 1) and not stopped,
         estimate_lines=tuple(estimate_lines),
+        judges=tuple(judges),
     )

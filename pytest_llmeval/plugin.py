@@ -58,6 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--list-models", action="store_true", help="list configured models and whether each can run here")
     group.addoption("--judge", default=None, metavar="NAME", help=HELP_JUDGE)
     group.addoption("--judge-samples", type=int, default=None, metavar="N", help="judge verdicts per answer (majority)")
+    group.addoption(
+        "--no-judge-stage",
+        action="store_true",
+        help="grade declared judges in the test body, one call at a time (the serial path), not as a pipeline "
+        "stage",
+    )
     group.addoption("--cache", dest="llmeval_cache", type=_cache_mode, default=None, metavar="MODE", help=HELP_CACHE)
     group.addoption("--cache-path", dest="llmeval_cache_path", default=None, metavar="PATH", help="response cache file")
     group.addoption(
@@ -120,7 +126,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llmeval_runs_dir", "where run folders go", default="data/runs")
     parser.addini("llmeval_output_limit", HELP_OUTPUT_LIMIT, default="64KiB")
     parser.addini(
-        "llmeval_progress_every", "seconds between generation progress lines (default 5)", default="5"
+        "llmeval_progress_every",
+        "seconds between generation progress lines in a log (default 30; a terminal's status line is updated in place)",
+        default="30",
+    )
+    parser.addini(
+        "llmeval_progress",
+        "generation progress: auto (a status line in place on a terminal, else a line now and then), terminal, "
+        "log or off",
+        default="auto",
     )
 
 

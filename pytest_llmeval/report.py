@@ -110,10 +110,22 @@ class HtmlReport:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # Under xdist the controller collects nothing; pytest_runtestloop decides there.
-        if self.default_path is None or self.config.pluginmanager.hasplugin("dsession"):
+        if self.config.pluginmanager.hasplugin("dsession"):
             return
         if not any(is_eval_item(it) for it in session.items):
-            self._drop_default()
+            if self.default_path is not None:
+                self._drop_default()
+            self._drop_columns()
+
+    def _drop_columns(self) -> None:
+        """No eval items: a user's own --html report keeps pytest-html's plain columns."""
+        self.columns = False
+        rep = self._html_report()
+        if rep is None:
+            return
+        ours = tuple(f'data-column-type="{key}"' for key, _, _ in _COLUMNS)
+        header = rep._report.table_header  # written at sessionstart, before collection
+        rep._report.table_header = [c for c in header if not any(k in c for k in ours)]
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:

@@ -66,6 +66,7 @@ class LLMEvalSession:
         self.outcome: RunOutcome | None = None
         self.pytest_session: pytest.Session | None = None
         self.worker_stats: list[dict[str, Any]] = []  # xdist: each worker's generation counters
+        self.worker_judges: list[list[dict[str, Any]]] = []  # xdist: the judges each worker used
         if not config.getoption("list_models"):
             if self.selection.explicit:
                 self.selection.validate(check_runnable=not self.is_worker)
@@ -100,6 +101,8 @@ class LLMEvalSession:
             used = {it.callspec.params["model"] for it in session.items if is_eval_item(it)}  # type: ignore[attr-defined]
             if used:
                 self.generation.start_servers(used)
+            if any("judge" in getattr(it, "fixturenames", ()) for it in session.items):
+                self.generation.judge_stage.announce()  # the header did not say which judge grades
 
     def _xdist_controller(self) -> bool:
         return self.config.pluginmanager.hasplugin("dsession")
@@ -121,8 +124,16 @@ class LLMEvalSession:
         self._open_outputs()
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        """The session header: where traces go, when tracing is on."""
-        return [f"llmeval: {self.tracer.describe()}"] if self.tracer is not None else []
+        """The session header: where traces go, when tracing is on; which judge grades, and why."""
+        lines = [f"llmeval: {self.tracer.describe()}"] if self.tracer is not None else []
+        stage = self.generation.judge_stage
+        if not self.is_worker and (self.selection.explicit or stage.configured()):
+            try:
+                lines.append(stage.header_line())
+                stage.announced = True
+            except Exception:  # a bad judge is reported by the items that use it
+                pass
+        return lines
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -139,6 +150,7 @@ class LLMEvalSession:
         self.collection.datasets.update(output.get("llmeval_datasets", {}))
         if output.get("llmeval_stats"):
             self.worker_stats.append(output["llmeval_stats"])
+        self.worker_judges.append(output.get("llmeval_judges", []))
 
     def _open_outputs(self) -> None:
         if os.environ.get("ENABLE_OTEL", "").lower() in ("1", "true", "yes") or self.config.getoption("otel"):
@@ -197,6 +209,11 @@ class LLMEvalSession:
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[Any]:
         report = yield
         self.records.attach(item, report, call)
+        if report.failed and is_eval_item(item):  # after attach: the record keeps the full message
+            from .failures import compact_report
+            from .generation import COMPLETION_KEY
+
+            compact_report(item, report, call, item.stash.get(COMPLETION_KEY, None))
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -213,8 +230,13 @@ class LLMEvalSession:
     # -- the end -----------------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        judges: tuple[Any, ...] = ()
+        if not self.is_worker and not session.shouldstop and exitstatus != pytest.ExitCode.INTERRUPTED:
+            judges = self.generation.judge_stage.measures(self.worker_judges)  # before the scheduler stops
         self.generation.shutdown()
         if self.is_worker:
+            judges_used = self.generation.judge_stage.worker_output()
+            self.config.workeroutput["llmeval_judges"] = judges_used  # type: ignore[attr-defined]
             self.config.workeroutput["llmeval_datasets"] = dict(self.collection.datasets)  # type: ignore[attr-defined]
             stats = GenerationStats.of(self.generation.stats())
             if stats is not None:  # the controller sums what its workers generated
@@ -242,6 +264,7 @@ class LLMEvalSession:
             report_path=self.html.report_path if self.html is not None else None,
             run_dir=self.store.run_dir if self.store is not None else None,
             estimate_lines=self.estimate_lines,
+            judges=judges,
         )
         self.outcome = outcome
         self._count_gate(outcome, before=int(session.exitstatus))

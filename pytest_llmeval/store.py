@@ -33,6 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .judge_measure import judge_metrics
 from .metrics_db import (
     MIGRATIONS,
     OUTPUT_LIMIT,
@@ -261,6 +262,8 @@ class MetricsStore:
             "stats": _dumps(outcome.stats.to_dict() if outcome.stats is not None else None),
             "datasets": _dumps(dict(outcome.datasets)),
         }
+        if outcome.judges:
+            update["judges"] = _dumps([scrub(m.to_dict()) for m in outcome.judges])
         if outcome.model_specs:  # a shard's row may be written before collection loaded the models
             update["model_specs"] = _dumps(dict(outcome.model_specs))
 
@@ -279,7 +282,7 @@ class MetricsStore:
                 [
                     (self.run_id, a.test, a.model, metric, value)
                     for a in aggregates
-                    for metric, value in flatten_aggregate(a).items()
+                    for metric, value in {**flatten_aggregate(a), **judge_metrics(outcome.judges, a)}.items()
                 ],
             )
 
@@ -327,6 +330,7 @@ class MetricsStore:
             },
             "verdict": verdict,
             "judge_agreement": outcome.judge_agreement,
+            "judges": [scrub(m.to_dict()) for m in outcome.judges],
             "aggregates": [scrub(a.to_dict()) for a in aggregates],
             "model_comparisons": [mc.to_dict() for mc in outcome.model_comparisons],
             "files": {"results": "results.jsonl", "report": _relative(run.get("report_path"), self.run_dir)},

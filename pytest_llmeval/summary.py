@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .judge_measure import label_for
 from .outcome import RunOutcome
 from .redact import safe_terminal
 from .repeats import summary_lines as repeats_lines
@@ -31,11 +32,16 @@ def write_summary(tw: Any, outcome: RunOutcome) -> None:
             f"({a.cached}/{a.n} cached) | retries {a.retries}"
         )
         if outcome.judge_agreement and any(k.startswith("judge") for k in a.scores):
-            tw.write_line(f"    judge agreement with people: {outcome.judge_agreement}")
+            label = label_for(outcome.judges, a.test) or outcome.judge_agreement
+            tw.write_line(f"    judge agreement with people: {safe_terminal(label, 600)}")
     if outcome.model_comparisons:
         tw.write_sep("-", "models compared on the same cases (paired)")
         for mc in outcome.model_comparisons:
             tw.write_line(mc.line())
+            for name in (mc.reference, mc.model):
+                note = adapter_training_note(outcome.model_specs.get(name))
+                if note:
+                    tw.write_line(f"    note: {name}: adapter {safe_terminal(note, 300)}", yellow=True)
     st = outcome.stats
     if st is not None and st.done:
         tw.write_line(
@@ -70,3 +76,19 @@ def summary_line(a: Aggregate) -> str:
         f"{safe_terminal(a.test)} [{safe_terminal(a.model)}]: n={a.n} pass rate {a.pass_rate:.1%} "
         f"({a.passed} passed, {a.failed} failed{extra})"
     )
+
+
+def adapter_training_note(spec: dict[str, Any] | None) -> str | None:
+    """The ``training_note`` of a model's ``python -m finetune`` adapter (e.g. a run its time budget stopped)."""
+    import json
+    from pathlib import Path
+
+    adapter = (spec or {}).get("adapter")
+    if not adapter:
+        return None
+    try:
+        meta = json.loads((Path(adapter) / "llmeval_adapter.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    note = meta.get("training_note") if isinstance(meta, dict) else None
+    return note if isinstance(note, str) and note else None

@@ -26,6 +26,9 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from pytest_llmeval import Case, load_cases, load_template, scorers
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals" / "json_extraction"))
+import schema_families  # noqa: E402  (the generic families, from the eval's own folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 JSON_DIR = ROOT / "evals" / "json_extraction"
 QA_DIR = ROOT / "evals" / "qa"
@@ -33,6 +36,13 @@ QA_DIR = ROOT / "evals" / "qa"
 LEVELS = ("easy", "medium", "hard", "domain")
 LEVEL_COUNTS = {"easy": 40, "medium": 40, "hard": 35, "domain": 35}
 FAMILIES = ("contact", "order", "event", "invoice", "prescription", "job_posting", "shipment")
+GENERIC_FAMILIES = tuple(schema_families.TRAIN_FAMILIES)
+UNSEEN_FAMILIES = tuple(schema_families.UNSEEN_FAMILIES)
+ALL_FAMILIES = FAMILIES + GENERIC_FAMILIES + UNSEEN_FAMILIES
+# cases.jsonl is the 150-case test set the baseline (evals/baseline.json) was recorded on: never regenerate it
+# differently. The unseen-schema cases live in their own file.
+CASES_SHA256 = "bec887258e03380d810319deb501af5b7ba1cb6195ea1cd3014198a026aa3cb1"
+N_UNSEEN = 100
 QA_KINDS = ("factual", "reasoning", "multi_hop")
 N_TEST, N_TRAIN = 150, 2000
 NEAR_DUP = 0.8  # character 5-gram Jaccard at or above this counts as a near-duplicate
@@ -149,7 +159,7 @@ def level_of(case: Case) -> str:
 
 
 def family_of(case: Case) -> str:
-    found = [t for t in case.tags if t in FAMILIES]
+    found = [t for t in case.tags if t in ALL_FAMILIES]
     assert len(found) == 1, f"{case.id}: expected exactly one family tag, tags are {case.tags}"
     return found[0]
 
@@ -165,6 +175,11 @@ def json_test() -> list[Case]:
 @pytest.fixture(scope="module")
 def json_train() -> list[Case]:
     return load_cases(JSON_DIR / "train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def json_unseen() -> list[Case]:
+    return load_cases(JSON_DIR / "unseen_cases.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +254,8 @@ def test_prompt_renders_for_every_case(task_dir: Path) -> None:
     template = load_template(task_dir / "prompt.md")
     roles = [role for role, _ in template.parts]
     assert roles == ["system", "user"]
-    for case in load_cases(task_dir / "cases.jsonl"):
+    extra = [task_dir / "unseen_cases.jsonl"] if task_dir == JSON_DIR else []
+    for case in [c for f in [task_dir / "cases.jsonl", *extra] for c in load_cases(f)]:
         messages = template.render(case, case.id)
         assert "{{" not in messages[1]["content"]
 
@@ -257,7 +273,9 @@ def test_json_tag_distribution(json_test: list[Case], json_train: list[Case]) ->
     train_levels = Counter(level_of(c) for c in json_train)
     for level in LEVELS:
         assert abs(train_levels[level] / N_TRAIN - LEVEL_COUNTS[level] / N_TEST) < 0.02, level
-    assert {family_of(c) for c in json_train} == set(FAMILIES)
+    train_families = {family_of(c) for c in json_train}
+    assert train_families == set(FAMILIES) | set(GENERIC_FAMILIES)
+    assert len(GENERIC_FAMILIES) >= 40
     handwritten = [c for c in json_test if "handwritten" in c.tags]
     assert handwritten and all(level_of(c) == "hard" for c in handwritten)
 
@@ -273,19 +291,22 @@ def test_json_schema_files_are_strict(family_schemas: dict[str, dict[str, Any]])
         assert 3 <= len(schema["properties"]) <= 8, fam
 
 
-@pytest.mark.parametrize("split", ["json_test", "json_train"])
+@pytest.mark.parametrize("split", ["json_test", "json_train", "json_unseen"])
 def test_json_expected_matches_its_schema(
     split: str, request: pytest.FixtureRequest, family_schemas: dict[str, dict[str, Any]]
 ) -> None:
-    validators = {
-        f: Draft202012Validator(s, format_checker=FormatChecker()) for f, s in family_schemas.items()
-    }
+    schemas = dict(family_schemas)  # the generic families' schemas are inline only: one per family
+    validators = {}
     for case in request.getfixturevalue(split):
         fam = family_of(case)
-        assert case["schema"] == family_schemas[fam], (
-            f"{case.id}: inline schema differs from schemas/{fam}.json"
-        )
+        schema = schemas.setdefault(fam, case["schema"])
+        assert case["schema"] == schema, f"{case.id}: inline schema differs from the family's ({fam})"
+        if fam not in validators:
+            Draft202012Validator.check_schema(schema)
+            assert all(o["additionalProperties"] is False for o in walk_objects(schema)), fam
+            validators[fam] = Draft202012Validator(schema, format_checker=FormatChecker())
         errors = [e.message for e in validators[fam].iter_errors(case["expected"])]
+        assert schema["required"] == list(case["expected"]), case.id
         assert not errors, f"{case.id}: {errors}"
         for s in all_strings(case["expected"]):
             assert s == unicodedata.normalize("NFC", s), f"{case.id}: {s!r} is not NFC"
@@ -293,7 +314,7 @@ def test_json_expected_matches_its_schema(
         assert case["text"] == unicodedata.normalize("NFC", case["text"])
 
 
-@pytest.mark.parametrize("split", ["json_test", "json_train"])
+@pytest.mark.parametrize("split", ["json_test", "json_train", "json_unseen"])
 def test_json_labels_score_perfectly(split: str, request: pytest.FixtureRequest) -> None:
     """The expected object, as a completion, gets full marks from the eval's own scorers."""
     for case in request.getfixturevalue(split):
@@ -315,6 +336,7 @@ def test_json_entities_disjoint(json_test: list[Case], json_train: list[Case]) -
                 out.add(norm(c["expected"][f]))
         return out
 
+    json_train = [c for c in json_train if family_of(c) in FAMILIES]
     train_keys = {key(c) for c in json_train}
     clashes = [c.id for c in json_test if key(c) in train_keys]
     assert not clashes, f"test cases whose key entities also occur in train: {clashes}"
@@ -323,6 +345,31 @@ def test_json_entities_disjoint(json_test: list[Case], json_train: list[Case]) -
     for fam, field in ids.items():
         test_ids = {c["expected"][field] for c in json_test if family_of(c) == fam}
         assert not test_ids & {c["expected"][field] for c in json_train if family_of(c) == fam}, fam
+
+
+def test_cases_file_is_unchanged() -> None:
+    """The 150 in-distribution cases stay byte-identical: the committed baseline was recorded on them."""
+    import hashlib
+
+    assert hashlib.sha256((JSON_DIR / "cases.jsonl").read_bytes()).hexdigest() == CASES_SHA256
+
+
+def test_unseen_families_never_appear_in_training(json_unseen: list[Case], json_train: list[Case]) -> None:
+    """No train row uses a held-out family, by tag, by schema or by the set of keys it asks for."""
+    assert len(json_unseen) == N_UNSEEN
+    assert all("unseen" in c.tags and level_of(c) for c in json_unseen)
+    unseen = {family_of(c) for c in json_unseen}
+    assert unseen == set(UNSEEN_FAMILIES) and len(unseen) >= 10
+    assert not unseen & (set(FAMILIES) | set(GENERIC_FAMILIES))
+    train_tags = {t for c in json_train for t in c.tags}
+    assert not unseen & train_tags
+    train_schemas = {json.dumps(c["schema"], sort_keys=True) for c in json_train}
+    train_keysets = {frozenset(c["schema"]["properties"]) for c in json_train}
+    for c in json_unseen:
+        assert json.dumps(c["schema"], sort_keys=True) not in train_schemas, c.id
+        assert frozenset(c["schema"]["properties"]) not in train_keysets, c.id
+    assert not {norm(c["text"]) for c in json_unseen} & {norm(c["text"]) for c in json_train}
+    assert len({c.id for c in json_unseen}) == N_UNSEEN
 
 
 def test_json_texts_are_short(json_test: list[Case]) -> None:

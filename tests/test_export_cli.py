@@ -210,8 +210,10 @@ def test_python_m_and_models(two_runs: dict) -> None:
         text=True,
     )
     model_lines = [x.split() for x in cli.stdout.splitlines()[1:]]
-    assert model_lines == [["fake", "openai", "ready"]]
-    assert "  ".join(model_lines[0]) in "  ".join(listed.stdout.split())
+    # The file's model, with where it is defined, after the built-in ones.
+    assert model_lines[-1] == ["fake", "openai", "ready", "[models.yaml:2]"]
+    assert {line[-1] for line in model_lines[:-1]} == {"[built-in]"}
+    assert "  ".join(model_lines[-1][:3]) in "  ".join(listed.stdout.split())
     runs = subprocess.run(
         [sys.executable, "-m", "pytest_llmeval", "runs"], cwd=root, capture_output=True, text=True
     )

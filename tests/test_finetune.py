@@ -75,6 +75,9 @@ def tiny_config(evals: Path, output: Path, **extra) -> dict:
         # Tiny batches gain nothing from a second thread, and under xdist the other core is busy.
         "num_threads": 1,
         "time_budget_min": 0.0,
+        # The QLoRA path on all layers (what GPUs use); the CPU default is unquantized, top layers only.
+        "load_in_4bit": True,
+        "lora_top_layers": 0,
     }
     cfg.update(extra)
     return cfg
@@ -87,7 +90,10 @@ def test_shipped_configs_load_and_validate():
     cpu = build_config(CONFIG_DIR / "cpu.yaml")
     gpu = build_config(CONFIG_DIR / "gpu_24gb.yaml")
     assert build_config() == cpu  # cpu.yaml is the default
-    assert cpu.load_in_4bit and cpu.quant_type == "nf4"
+    # A fixed run (same steps, same seed: the same adapter anywhere); the time budget is only a cap and
+    # does not bend the lr schedule. Unquantized on a CPU (bench/bench_train.py), QLoRA on a GPU.
+    assert cpu.max_steps > 0 and cpu.time_budget_min > 0 and not cpu.fit_schedule_to_budget
+    assert not cpu.load_in_4bit and cpu.lora_top_layers > 0
     assert gpu.load_in_4bit and gpu.compute_dtype == "bfloat16" and gpu.gradient_checkpointing
     for cfg in (cpu, gpu):
         assert not {"embed_tokens", "lm_head"} & set(cfg.target_modules)
@@ -131,6 +137,33 @@ def test_overrides_apply_in_order(tmp_path):
 def test_bad_config_values_are_named(sets, message):
     with pytest.raises(FinetuneError, match=message):
         build_config(sets=sets)
+
+
+def test_missing_config_file_is_an_error_not_a_silent_default(monkeypatch, tmp_path, capsys):
+    from finetune import config
+
+    with pytest.raises(FinetuneError, match=r"config file .*nope.yaml does not exist; shipped configs in .*cpu.yaml"):
+        build_config(tmp_path / "nope.yaml")
+    monkeypatch.setattr(config, "DEFAULT_CONFIG", tmp_path / "cpu.yaml")  # an install that lost its default
+    with pytest.raises(FinetuneError, match="cpu.yaml does not exist"):
+        build_config()
+    monkeypatch.undo()
+    assert main(["--task", "json_extraction", "--output", str(tmp_path / "a"), "--config", "gpu24.yaml"]) == 2
+    assert "gpu24.yaml does not exist" in _one_error_line(capsys)
+
+
+def test_adapter_training_note_reaches_the_paired_eval_line(tmp_path):
+    from pytest_llmeval.summary import adapter_training_note
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    assert adapter_training_note({"adapter": str(adapter)}) is None  # no metadata: nothing to say
+    (adapter / METADATA_FILE).write_text(json.dumps({"training_note": None}))
+    assert adapter_training_note({"adapter": str(adapter)}) is None  # a complete run
+    note = "stopped by time budget at step 66 of 300 (time_budget_min=13)"
+    (adapter / METADATA_FILE).write_text(json.dumps({"training_note": note}))
+    assert adapter_training_note({"adapter": str(adapter)}) == note
+    assert adapter_training_note({"adapter": None}) is None and adapter_training_note(None) is None
 
 
 # --------------------------------------------------------------------------- CLI errors
@@ -388,6 +421,8 @@ def test_progress_lines(trained):
     step_lines = [m for m in trained["logs"] if m.startswith("step ")]
     assert step_lines[0].startswith("step 1/6 loss ")
     assert all(" steps/s eta " in m for m in step_lines)
+    # the run's length is estimated once, after the first steps, before most of the work
+    assert any(m.startswith("expect about ") and "s/step over the first 3); done around" in m for m in trained["logs"])
     assert any(m.startswith("resuming from ") and "at step 6/8" in m for m in trained["logs"])
 
 
@@ -508,6 +543,42 @@ def test_sigkill_mid_training_then_resume_completes(tmp_path):
     meta = adapter_metadata(out)
     assert meta["resumed_from_step"] == last and meta["steps"] == last + 2
     assert not root.exists()  # checkpoints are removed after success unless asked to keep them
+
+
+@pytest.mark.slow
+def test_time_budget_stop_is_said_in_the_log_and_the_metadata(tmp_path):
+    from finetune import train
+
+    evals = make_task(tmp_path)
+    logs: list[str] = []
+    cfg = tiny_config(evals, tmp_path / "adapter", load_in_4bit=False, time_budget_min=1e-6, keep_checkpoints=False)
+    meta = adapter_metadata(train(cfg, log=logs.append))
+    assert meta["steps"] == 1 and meta["stopped_by"] == "time_budget"
+    assert meta["training_note"].startswith("stopped by time budget at step 1 of 6")
+    assert any(m.startswith("WARNING: stopped by time budget at step 1 of 6") for m in logs)
+    assert list_checkpoints(checkpoint_root(tmp_path / "adapter"))  # kept, so --resume can finish the run
+
+
+@pytest.mark.slow
+def test_two_runs_give_the_same_adapter(tmp_path):
+    """Same config, same seed, same data: bit-identical LoRA weights (the CPU default's promise)."""
+    from safetensors.torch import load_file
+
+    from finetune import train
+
+    evals = make_task(tmp_path)
+    weights, logs = [], []
+    for run in ("a", "b"):
+        cfg = tiny_config(evals, tmp_path / run, load_in_4bit=False, lora_top_layers=2, max_steps=3,
+                          keep_checkpoints=False)
+        out = train(cfg, log=logs.append)
+        weights.append(load_file(str(out / "adapter_model.safetensors")))
+        assert adapter_metadata(out)["training_note"] is None
+    assert weights[0].keys() == weights[1].keys()
+    assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
+    layers = {int(k.split(".layers.")[1].split(".")[0]) for k in weights[0]}
+    assert layers == {28, 29}  # lora_top_layers=2 of SmolLM2's 30
+    assert any(m.startswith("training 3 steps of 2 x 1 examples (seed 42)") for m in logs)
 
 
 def test_resume_refuses_other_settings(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llmeval.backends import embedded
-from pytest_llmeval.models import _has_gpu
+from pytest_llmeval.model_checks import _has_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN_TESTS = "def test_one():\n    assert 1 + 1 == 2\n\ndef test_two():\n    assert 'a' in 'abc'\n"

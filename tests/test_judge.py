@@ -56,7 +56,7 @@ RUBRIC = "5 - correct and complete\n3 - partly right\n1 - wrong"
         ('{"score": 1, "reasoning": "contradicts the context"}', 1, "contradicts the context"),
         ('```json\n{"Score": 5, "Reasoning": "ok"}\n```', 5, "ok"),
         ("4", 4, ""),
-        ("SCORE: 3\nREASONING: see below\nSCORE: 5", 3, "see below SCORE: 5"),  # the first one wins
+        ("SCORE: 3\nREASONING: see below\nSCORE: 5", 3, "see below"),  # the first one wins, and ends the reasoning
     ],
 )
 def test_parse_verdict_accepts_harmless_variants(reply, score, reasoning):
@@ -465,7 +465,7 @@ def test_judge_in_a_run_passes_fails_and_errors(judged_project, fake_openai):
         [
             "*JudgeError: judge error: no verdict in the reply*raw verdict: 'What a lovely answer.'*",
             "*n=3 pass rate 33.3% (1 passed, 1 failed, 1 errors)*",
-            "*judge agreement with people: not measured for judge: run python -m pytest_llmeval.calibration*",
+            "*judge agreement with people: judge: unmeasured (no judge_calibration.jsonl beside rubric.md)",
         ]
     )
     recs = _records(p.path / "junit.xml")
@@ -516,7 +516,8 @@ def test_judge_from_ini_and_agreement_from_the_calibration_file(judged_project):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
-            "*judge agreement with people: exact 0.50, within-1 0.90, kappa 0.60, spearman 0.70, parse failures 0.00 "
+            "*judge agreement with people: judge: unmeasured (no judge_calibration.jsonl beside rubric.md); "
+            "offline calibration: exact 0.50, within-1 0.90, kappa 0.60, spearman 0.70, parse failures 0.00 "
             "(n=42, data/judge_calibration-judge.json, 2026-11-27)*"
         ]
     )
@@ -525,13 +526,13 @@ def test_judge_from_ini_and_agreement_from_the_calibration_file(judged_project):
 def test_agreement_line_with_xdist(judged_project):
     # The judge runs in the workers; the controller still reports the agreement line.
     result = judged_project.runpytest("--model", "fake", "--judge", "judge", "-n", "2")
-    result.stdout.fnmatch_lines(["*judge agreement with people: not measured for judge*"])
+    result.stdout.fnmatch_lines(["*judge agreement with people: judge: unmeasured (no judge_calibration.jsonl*"])
 
 
 def test_unknown_judge_in_a_run_is_an_error_naming_it(judged_project):
     result = judged_project.runpytest("--model", "fake", "--judge", "nope", "-k", "good")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*judge model 'nope' is not in *models.yaml; available: fake, judge*"])
+    result.stdout.fnmatch_lines(["*judge model 'nope' is not in *models.yaml; available: *fake, judge*"])
 
 
 # -- calibration figures ------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_scorer_failure_shows_expected_versus_got(eval_project):
     p = eval_project(CASES)
     result = p.runpytest("--model", "fake", "-p", "no:randomly")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*exact_match = 0.000 (needs >= 1)*", "*expected 'right', got 'wrong'*"])
+    result.stdout.fnmatch_lines(["*exact_match = 0.000 (needs >= 1): expected 'right', got 'wrong'*"])
 
 
 def test_summary_aggregates(eval_project):

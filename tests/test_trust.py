@@ -23,7 +23,8 @@ from test_tracing import _closed_port as closed_port
 
 from pytest_llmeval import cli, redact
 from pytest_llmeval.backends.hf import HFSpec
-from pytest_llmeval.models import adapter_identity, load_models, path_fingerprint
+from pytest_llmeval.model_checks import adapter_identity, path_fingerprint
+from pytest_llmeval.models import load_models
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_FILE = (

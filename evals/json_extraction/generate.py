@@ -21,9 +21,12 @@ import datetime as dt
 import json
 import random
 import re
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
+
+import schema_families as sf
 
 HERE = Path(__file__).resolve().parent
 SEED = 20250611
@@ -34,6 +37,8 @@ FAMILIES = ("contact", "order", "event", "invoice", "prescription", "job_posting
 DOMAIN_FAMILIES = ("prescription", "invoice", "shipment")
 TRAIN_MAX_JACCARD = 0.7  # the generator's margin; tests/test_datasets.py checks < 0.8
 NULL_P = {"easy": 0.15, "medium": 0.3, "hard": 0.35, "domain": 0.3}
+GENERIC_SHARE = 0.4  # share of train rows drawn from the generic families of schema_families.py
+N_UNSEEN_PER_FAMILY = {"easy": 3, "medium": 3, "hard": 4}  # unseen_cases.jsonl: 10 per held-out family
 
 # --------------------------------------------------------------------------- schemas
 
@@ -1471,10 +1476,13 @@ def nfc(value: Any) -> Any:
     return value
 
 
-def make_case(cid: str, level: str, family: str, text: str, expected: dict[str, Any]) -> dict[str, Any]:
+def make_case(
+    cid: str, level: str, family: str, text: str, expected: dict[str, Any], schema: dict[str, Any] | None = None
+) -> dict[str, Any]:
     tags = [level, family]
     text = re.sub(r"\.\.(?=\s|$)", ".", text)  # "Inc." at the end of a sentence
-    return nfc({"id": cid, "tags": tags, "text": text, "schema": SCHEMAS[family], "expected": expected})
+    schema = SCHEMAS[family] if schema is None else schema
+    return nfc({"id": cid, "tags": tags, "text": text, "schema": schema, "expected": expected})
 
 
 def families_for(level: str) -> tuple[str, ...]:
@@ -1511,7 +1519,15 @@ def build() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     r.shuffle(slots)
     train: list[dict[str, Any]] = []
     seen_texts: set[str] = {" ".join(c["text"].casefold().split()) for c in test}
+    generic = list(sf.TRAIN_FAMILIES)
+    pick = random.Random(f"{SEED}-generic")
     for level, family in slots:
+        if pick.random() < GENERIC_SHARE:
+            fam = generic[len(train) % len(generic)]
+            title, fields = sf.TRAIN_FAMILIES[fam]
+            text, exp = sf.render(g, sys.modules[__name__], title, fields, level)
+            train.append(make_case(f"train-{len(train) + 1:04d}", level, fam, text, exp, generic_schema(fields)))
+            continue
         while True:
             text, exp = GENERATORS[family](g, level)
             norm = " ".join(text.casefold().split())
@@ -1522,6 +1538,24 @@ def build() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             break
         train.append(make_case(f"train-{len(train) + 1:04d}", level, family, text, exp))
     return test, train
+
+
+def generic_schema(fields: list[Any]) -> dict[str, Any]:
+    return sf.schema_for(fields, sys.modules[__name__])
+
+
+def build_unseen() -> list[dict[str, Any]]:
+    """The unseen-schema cases: families no train row uses, entities from the test pools."""
+    g = Gen("test", random.Random(f"{SEED}-unseen"), set())
+    cases = []
+    for fam, (title, fields) in sf.UNSEEN_FAMILIES.items():
+        for level, n in N_UNSEEN_PER_FAMILY.items():
+            for _ in range(n):
+                text, exp = sf.render(g, sys.modules[__name__], title, fields, level)
+                case = make_case(f"unseen-{len(cases) + 1:03d}", level, fam, text, exp, generic_schema(fields))
+                case["tags"].append("unseen")
+                cases.append(case)
+    return cases
 
 
 def check_pools() -> None:
@@ -1539,7 +1573,7 @@ def write(out: Path) -> None:
         (out / "schemas" / f"{fam}.json").write_text(
             json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8", newline="\n"
         )
-    for name, rows in (("cases.jsonl", test), ("train.jsonl", train)):
+    for name, rows in (("cases.jsonl", test), ("train.jsonl", train), ("unseen_cases.jsonl", build_unseen())):
         with open(out / name, "w", encoding="utf-8", newline="\n") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -14,3 +14,13 @@ def test_extraction(case, completion):
         scorers.matches_schema(data, case["schema"])
         scorers.type_correctness(data, case["schema"])
         scorers.field_accuracy(data, case["expected"], at_least=1.0)  # all fields correct = pass
+
+
+@dataset("unseen_cases.jsonl", prompt="prompt.md", max_tokens=256, main_score="field_accuracy")
+def test_unseen_schemas(case, completion):
+    """100 cases over 10 schema families that no train row uses (schema_families.UNSEEN_FAMILIES)."""
+    with scorers.soft():
+        data = scorers.json_valid(completion.text)
+        scorers.matches_schema(data, case["schema"])
+        scorers.type_correctness(data, case["schema"])
+        scorers.field_accuracy(data, case["expected"], at_least=1.0)

@@ -132,8 +132,11 @@ def _file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _progress(msg: str) -> None:
-    print(f"[llmeval] {msg}", file=sys.stderr, flush=True)
+def _progress(msg: str | None, topic: str = "convert") -> None:
+    """What the conversion does now: on the session's status line, or on stderr outside a session."""
+    from ..progress import announce
+
+    announce(topic, msg)
 
 
 def converted_dir(name: str = "smollm2") -> Path:
@@ -165,7 +168,7 @@ def materialize(name: str = "smollm2") -> Path:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        _progress("writing safetensors")
+        _progress(f"converting embedded model {name}: writing safetensors")
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         meta = {
@@ -187,6 +190,8 @@ def materialize(name: str = "smollm2") -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _progress(None)
 
 
 def resolve_model_path(path: str) -> str:

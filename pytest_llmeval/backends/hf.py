@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ModelCallError
-from ..models import (
-    ModelSpec,
+from ..model_checks import (
     adapter_identity,
     check_adapter,
     check_extra,
     check_local_weights,
     path_fingerprint,
 )
+from ..models import ModelSpec
 from .base import Backend, Completion, Request
 from .embedded import resolve_model_path
 
@@ -95,6 +95,20 @@ class HFBackend(Backend):
         self._lock = threading.Lock()
 
     def load(self) -> None:
+        """Load once; the session's status line says so meanwhile (the first run's wait has a name)."""
+        if self.model is not None:
+            return
+        from ..progress import announce, bars_to_status
+
+        topic, label = f"load:{self.name}", f"loading model {self.name}"
+        announce(topic, label, echo=False)
+        try:
+            with bars_to_status(topic, label):
+                self._load_weights()
+        finally:
+            announce(topic, None)
+
+    def _load_weights(self) -> None:
         with _LOAD_LOCK, self._lock:
             if self.model is not None:
                 return

@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 
 from ..endpoint import effective_base_url, normalise_endpoint
 from ..errors import ConfigError, ModelCallError
-from ..models import ModelSpec, check_embedded, check_key
+from ..model_checks import check_embedded, check_key
+from ..models import ModelSpec
 from .base import Backend, Completion, Request
 from .replicas import deployment_key
 

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..endpoint import normalise_endpoint
 from ..errors import ConfigError, ModelCallError, ModelUnavailable
-from ..models import (
-    ModelSpec,
+from ..model_checks import (
     adapter_identity,
     check_adapter,
     check_embedded,
@@ -37,6 +36,7 @@ from ..models import (
     check_local_weights,
     path_fingerprint,
 )
+from ..models import ModelSpec
 from .openai import OpenAIBackend, OpenAISpec
 from .replicas import deployment_key
 from .vllm_pool import ENV_SERVERS, _make_server, _servers_lock, plan_servers, running_servers
