@@ -46,8 +46,8 @@ def sampled(pytester, monkeypatch):
     state: dict[str, Any] = {}
     with FakeOpenAIServer(sampler(state)) as srv:
 
-        def make(rates: list[float], *, extra: str = "", ini: str = "", cache: str = "off"):
-            text = models_yaml(srv.base_url, ("hot",), params={"temperature": 0.7})
+        def make(rates: list[float], *, extra: str = "", ini: str = "", cache: str = "off", **hot: Any):
+            text = models_yaml(srv.base_url, ("hot",), params={"temperature": 0.7}, **hot)
             text += models_yaml(srv.base_url, ("cold",)).removeprefix("models:\n")
             pytester.makefile(".yaml", models=text)
             rows = [json.dumps({"id": f"c{i:02d}", "prompt": f"c{i:02d} {r}"}) for i, r in enumerate(rates)]
@@ -277,3 +277,14 @@ def test_llmeval_compare_pairs_cases_not_samples(sampled, capsys):
     assert pc["shared"] == 8 and rate["current"] == pytest.approx(2 / 3) and rate["baseline"] == 1.0
     assert rate["p_value"] == pytest.approx(2 / 2**8)  # 8 cases each down by 1/3
     assert pc["changed"] == []  # 2 of 3 still pass each case under the default policy
+
+
+def test_a_model_call_that_fails_makes_the_item_an_error_with_all_its_samples_recorded(sampled):
+    p = sampled([1.0, 1.0], max_retries=0)
+    sampled.srv.fault_rate, sampled.srv.faults = 1.0, ("500",)
+    r = p.runpytest("--model", "hot", "--repeat", "3")
+    r.assert_outcomes(errors=2)
+    recs = _records(p, r)
+    assert len(recs) == 6 and {(x["outcome"], x["samples"]) for x in recs} == {("error", 3)}
+    assert sorted(x["sample"] for x in recs) == [0, 0, 1, 1, 2, 2]
+    assert all("500" in (x["error"] or "") for x in recs)
