@@ -13,6 +13,7 @@
     python bench/bench_judge.py server                 # (a), about a minute
     python bench/bench_judge.py qa                     # (b), 150 cases: tens of minutes on 2 cores
     python bench/bench_judge.py qa --cases 30          # (b) on every 5th case
+    python bench/bench_judge.py qa --calibration       # (b) with the judge's measurement on both sides
 """
 
 from __future__ import annotations
@@ -105,17 +106,20 @@ def bench_server(n: int, service_time: float, concurrency: int) -> None:
 
 
 # -- (b) the Q&A suite on smollm2 --------------------------------------------------------------
-def bench_qa(cases: int | None, keep: bool) -> None:
+def bench_qa(cases: int | None, keep: bool, calibration: bool) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-judge-qa-"))
     qa = work / "qa"
     shutil.copytree(ROOT / "evals" / "qa", qa, ignore=shutil.ignore_patterns("train.jsonl", "__pycache__"))
+    if not calibration:  # the judge's measurement costs both sides the same; left out, the ratio is the stage's
+        (qa / "judge_calibration.jsonl").unlink()
     lines = (qa / "cases.jsonl").read_text().splitlines()
     if cases and cases < len(lines):
         step = len(lines) / cases
         lines = [lines[int(i * step)] for i in range(cases)]
         (qa / "cases.jsonl").write_text("\n".join(lines) + "\n")
     (work / "pytest.ini").write_text("[pytest]\n")
-    print(f"Q&A suite: {len(lines)} cases, smollm2 answers and judges, each side cold (its own cache)")
+    what = "with" if calibration else "without"
+    print(f"Q&A suite: {len(lines)} cases, smollm2 answers and judges, each side cold, {what} the calibration")
     results = {}
     for name, extra in (("pipeline", []), ("serial", ["--no-judge-stage"])):
         cmd = [sys.executable, "-m", "pytest", "qa", "-q", "-p", "no:randomly", "--model", "smollm2"]
@@ -148,11 +152,12 @@ def main() -> None:
     q = sub.add_parser("qa", help="(b) the Q&A suite cold on smollm2 with the embedded judge")
     q.add_argument("--cases", type=int, default=None, help="a deterministic subset: every k-th case")
     q.add_argument("--keep", action="store_true", help="keep the work folder (JUnit XML of both sides)")
+    q.add_argument("--calibration", action="store_true", help="keep judge_calibration.jsonl: both sides measure")
     args = ap.parse_args()
     if args.what == "server":
         bench_server(args.items, args.service_time, args.concurrency)
     else:
-        bench_qa(args.cases, args.keep)
+        bench_qa(args.cases, args.keep, args.calibration)
 
 
 if __name__ == "__main__":

@@ -101,8 +101,8 @@ class LLMEvalSession:
             used = {it.callspec.params["model"] for it in session.items if is_eval_item(it)}  # type: ignore[attr-defined]
             if used:
                 self.generation.start_servers(used)
-            if any("judge" in getattr(it, "fixturenames", ()) for it in session.items):
-                self.generation.judge_stage.announce()  # the header did not say which judge grades
+        if not self.is_worker and any("judge" in getattr(it, "fixturenames", ()) for it in session.items):
+            self.generation.judge_stage.announce()  # which judge grades, and why, when the header did not say
 
     def _xdist_controller(self) -> bool:
         return self.config.pluginmanager.hasplugin("dsession")
@@ -127,7 +127,7 @@ class LLMEvalSession:
         """The session header: where traces go, when tracing is on; which judge grades, and why."""
         lines = [f"llmeval: {self.tracer.describe()}"] if self.tracer is not None else []
         stage = self.generation.judge_stage
-        if not self.is_worker and (self.selection.explicit or stage.configured()):
+        if not self.is_worker and stage.configured():  # else said after collection, when a test uses it
             try:
                 lines.append(stage.header_line())
                 stage.announced = True

@@ -264,3 +264,40 @@ def test_the_header_names_the_judge_and_why(project):
         ]
     )
     assert "fake" not in default.stdout.str().split("llmeval: judge ", 1)[1].split(" ", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("reply", "score", "reasoning"),
+    [
+        # The reply of issue #20: the judge ran on into the prompt's scaffolding.
+        ("SCORE: 1\nREASONING: It is equal to 1.5 * 60 = </answer-9f9609f7fd94> Grade the answer. Reply", 1,
+         "It is equal to 1.5 * 60 ="),
+        ("SCORE: 4\nREASONING: Right. <question-abc> What is", 4, "Right."),
+        ("SCORE: 2\nREASONING: Vague. \u2039/answer-1f\u203a RUBRIC: 5 - correct", 2, "Vague."),
+        ("SCORE: 5\nREASONING: Good.\nSCORE: 1\nREASONING: Bad.", 5, "Good."),  # the first verdict wins
+    ],
+)  # fmt: skip
+def test_a_verdict_is_cut_at_an_echoed_delimiter(reply, score, reasoning):
+    from pytest_llmeval.judge import STOP, parse_verdict, request_params
+
+    v = parse_verdict(reply)
+    assert (v.score, v.reasoning) == (score, reasoning)
+    assert request_params()["stop"] == STOP and request_params(2)["stop"] == STOP
+
+
+def test_a_reply_that_is_only_echoed_scaffolding_is_a_judge_error():
+    from pytest_llmeval.judge import JudgeError, parse_verdict
+
+    with pytest.raises(JudgeError, match="raw verdict"):
+        parse_verdict("</answer-9f9609f7fd94> Grade the answer. Reply with SCORE: and a digit")
+
+
+def test_the_kappa_interval_is_seeded_and_brackets_the_kappa():
+    from pytest_llmeval.agreement import kappa_interval
+
+    human = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 3, 3]
+    judge = [1, 2, 3, 5, 4, 2, 2, 3, 4, 5, 1, 3]
+    low, high = kappa_interval(human, judge)
+    assert low < quadratic_weighted_kappa(human, judge) < high <= 1.0
+    assert kappa_interval(human, judge) == (low, high)
+    assert kappa_interval([3], [3]) is None
