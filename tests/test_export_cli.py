@@ -209,7 +209,8 @@ def test_python_m_and_models(two_runs: dict) -> None:
         capture_output=True,
         text=True,
     )
-    model_lines = [x.split() for x in cli.stdout.splitlines()[1:]]
+    # One line per model (its description, indented further, follows it).
+    model_lines = [x.split() for x in cli.stdout.splitlines()[1:] if not x.startswith("   ")]
     # The file's model, with where it is defined, after the built-in ones.
     assert model_lines[-1] == ["fake", "openai", "ready", "[models.yaml:2]"]
     assert {line[-1] for line in model_lines[:-1]} == {"[built-in]"}

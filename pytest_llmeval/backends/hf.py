@@ -29,7 +29,7 @@ _DEVICE_LOCKS_GUARD = threading.Lock()
 # transformers resolves its lazy top-level names on first access, and two lanes doing that
 # at once in threads failed with "cannot import name 'AutoModelForCausalLM'". Loads go one
 # at a time (they contend for memory bandwidth anyway).
-_LOAD_LOCK = threading.Lock()
+_LOAD_LOCK = threading.RLock()
 # The attention used on CPU: SDPA with grouped-query heads broadcast by torch. transformers'
 # own "sdpa" copies every KV head ``num_key_value_groups`` times on each decode step when a
 # padding mask is present, and that copy was 56% of a decode step (SmolLM2, batch 32).
@@ -103,7 +103,9 @@ class HFBackend(Backend):
         topic, label = f"load:{self.name}", f"loading model {self.name}"
         announce(topic, label, echo=False)
         try:
-            with bars_to_status(topic, label):
+            # One load at a time (the lock is reentrant: _load_weights takes it too), since the
+            # bars' hook is transformers' global.
+            with _LOAD_LOCK, bars_to_status(topic, label):
                 self._load_weights()
         finally:
             announce(topic, None)
