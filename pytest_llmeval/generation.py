@@ -266,6 +266,15 @@ class Generation:
         item.session.shouldstop = message
         pytest.fail(message, pytrace=False)
 
+    def submit_now(self, model: str, messages: list[dict[str, str]], **params: Any) -> Future[Completion]:
+        """Submit one request at once and return its future (the judge's samples, all together)."""
+        specs = self.selection.specs()
+        if model not in specs:
+            raise ConfigError(f"unknown model {model!r}; available: {', '.join(specs)}")
+        self._gen_counter += 1
+        key = f"__direct__/{os.getpid()}/{self._gen_counter}"
+        return self.scheduler().submit(key, model, Request.make(messages, **{**specs[model].params, **params}))
+
     def generate_now(self, model: str, messages: list[dict[str, str]] | str, **params: Any) -> Completion:
         """Generate one completion synchronously (judge calls, multi-turn tests)."""
         if isinstance(messages, str):

@@ -465,10 +465,13 @@ class Judge:
         from .errors import BudgetExceeded
 
         messages = build_messages(text, str(answer), fields)
+        plan = [request_params(sample) for sample in self._plan(samples)]
+        futures = [self.stage.prepared(self.item, self.model, messages, p) if self.stage else None for p in plan]
+        if hasattr(self.generation, "submit_now"):  # the samples not prepared: submitted together
+            submit = self.generation.submit_now
+            futures = [f or submit(self.model, messages, **p) for f, p in zip(futures, plan, strict=True)]
         out = []
-        for sample in self._plan(samples):
-            params = request_params(sample)
-            fut = self.stage.prepared(self.item, self.model, messages, params) if self.stage is not None else None
+        for fut, params in zip(futures, plan, strict=True):
             try:
                 comp = fut.result() if fut is not None else self.generation.generate_now(self.model, messages, **params)
             except BudgetExceeded as e:
