@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TASK = ROOT / "evals" / "json_extraction"
 
-TEST = '''from pytest_llmeval import dataset, scorers
+TEST = """from pytest_llmeval import dataset, scorers
 
 
 @dataset("cases.jsonl", prompt="prompt.md", max_tokens={max_tokens}, main_score="field_accuracy")
@@ -21,7 +21,7 @@ def test_extraction(case, completion):
         data = scorers.json_valid(completion.text)
         scorers.matches_schema(data, case["schema"])
         scorers.field_accuracy(data, case["expected"], at_least=1.0)
-'''
+"""
 
 
 def extraction_project(work: Path, n: int, max_tokens: int) -> list[str]:

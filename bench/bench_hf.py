@@ -29,8 +29,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--skip-lm-eval", action="store_true")
-    ap.add_argument("--one-n", type=int, default=0,
-                    help="time one-at-a-time on the first N cases only and compare requests/s (0: all)")
+    ap.add_argument(
+        "--one-n",
+        type=int,
+        default=0,
+        help="time one-at-a-time on the first N cases only and compare requests/s (0: all)",
+    )
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from pytest_llmeval import load_cases, load_template
@@ -52,14 +56,28 @@ def main() -> None:
     (work / "lmeval_task.yaml").write_text(
         "task: llmeval_json\ndataset_path: json\n"
         f"dataset_kwargs:\n  data_files:\n    test: {work / 'lmeval.jsonl'}\n"
-        "test_split: test\noutput_type: generate_until\ndoc_to_text: \"{{prompt}}\"\n"
-        "doc_to_target: \"{{target}}\"\n"
-        f"generation_kwargs:\n  until: [\"<|im_end|>\"]\n  max_gen_toks: {MAX_TOKENS}\n  do_sample: false\n"
+        'test_split: test\noutput_type: generate_until\ndoc_to_text: "{{prompt}}"\n'
+        'doc_to_target: "{{target}}"\n'
+        f'generation_kwargs:\n  until: ["<|im_end|>"]\n  max_gen_toks: {MAX_TOKENS}\n  do_sample: false\n'
         "metric_list:\n  - metric: exact_match\n"
     )
     py = sys.executable
-    common = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_bench.py", "--model", "smollm2",
-              "--models-file", "models.yaml", "--cache", "off", "--no-metrics"]
+    common = [
+        py,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "test_bench.py",
+        "--model",
+        "smollm2",
+        "--models-file",
+        "models.yaml",
+        "--cache",
+        "off",
+        "--no-metrics",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     results = {}
     results["plugin (batch 32, scheduler)"] = timed(common, work, env)[0]
@@ -75,11 +93,28 @@ def main() -> None:
     results[one_label] = t_k
     if not a.skip_lm_eval and shutil.which("lm_eval", path=str(Path(py).parent)):
         results["lm-eval hf --batch_size 32"] = timed(
-            [str(Path(py).parent / "lm_eval"), "--model", "hf", "--model_args",
-             f"pretrained={model_dir},dtype=float32", "--tasks", "llmeval_json", "--include_path", str(work),
-             "--batch_size", "32", "--device", "cpu", "--apply_chat_template", "--system_instruction", system,
-             "--output_path", str(work / "lmeval_out")],
-            work, env,
+            [
+                str(Path(py).parent / "lm_eval"),
+                "--model",
+                "hf",
+                "--model_args",
+                f"pretrained={model_dir},dtype=float32",
+                "--tasks",
+                "llmeval_json",
+                "--include_path",
+                str(work),
+                "--batch_size",
+                "32",
+                "--device",
+                "cpu",
+                "--apply_chat_template",
+                "--system_instruction",
+                system,
+                "--output_path",
+                str(work / "lmeval_out"),
+            ],
+            work,
+            env,
         )[0]
     print(f"{a.n} JSON cases, max {MAX_TOKENS} new tokens, whole-process wall time")
     base = results["plugin (batch 32, scheduler)"]

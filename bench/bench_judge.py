@@ -54,7 +54,9 @@ def run(cmd: list[str], cwd: Path) -> tuple[float, str]:
     out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     took = time.perf_counter() - started
     if out.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(cmd)} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}")
+        raise SystemExit(
+            f"{' '.join(cmd)} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}"
+        )
     return took, out.stdout
 
 
@@ -64,7 +66,9 @@ def verdicts(junit: Path) -> dict[str, tuple[Any, Any]]:
     for m in re.finditer(r'property name="llmeval" value="([^"]*)"', junit.read_text()):
         rec = json.loads(html.unescape(m.group(1)))
         judged = [s for s in rec["scores"] if s["name"] == "judge"]
-        out[rec["case_id"]] = (judged[0]["value"], judged[0]["explanation"]) if judged else (None, rec.get("error"))
+        out[rec["case_id"]] = (
+            (judged[0]["value"], judged[0]["explanation"]) if judged else (None, rec.get("error"))
+        )
     return out
 
 
@@ -78,7 +82,10 @@ def bench_server(n: int, service_time: float, concurrency: int) -> None:
         answered.append(time.monotonic())
         return "SCORE: 4\nREASONING: Fine."
 
-    with FakeOpenAIServer(echo_last_user) as model, FakeOpenAIServer(judge_reply, delay=service_time) as judge:
+    with (
+        FakeOpenAIServer(echo_last_user) as model,
+        FakeOpenAIServer(judge_reply, delay=service_time) as judge,
+    ):
         work = Path(tempfile.mkdtemp(prefix="bench-judge-"))
         (work / "pytest.ini").write_text("[pytest]\n")
         (work / "rubric.md").write_text("5 - right\n1 - wrong\n")
@@ -91,7 +98,16 @@ def bench_server(n: int, service_time: float, concurrency: int) -> None:
             f"  judge: {{type: openai, model: judge, base_url: '{judge.base_url}', max_concurrency: {concurrency}}}\n"
         )
         base = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "--models-file", "models.yaml"]
-        base += ["--model", "fake", "--judge", "judge", "--cache", "off", "--no-metrics", "--no-llmeval-report"]
+        base += [
+            "--model",
+            "fake",
+            "--judge",
+            "judge",
+            "--cache",
+            "off",
+            "--no-metrics",
+            "--no-llmeval-report",
+        ]
         spans = {}
         for name, extra in (("pipeline", []), ("serial", ["--no-judge-stage"])):
             answered.clear()
@@ -102,7 +118,9 @@ def bench_server(n: int, service_time: float, concurrency: int) -> None:
             print(f"{name:>9}: judge stage {spans[name][0]:.2f}s, whole process {wall:.2f}s ({n} items)")
         shutil.rmtree(work, ignore_errors=True)
     ratio = spans["serial"][0] / spans["pipeline"][0]
-    print(f"judge stage, serial / pipeline: {ratio:.1f}x (goal >= 10x); whole process {spans['serial'][1] / spans['pipeline'][1]:.1f}x")
+    print(
+        f"judge stage, serial / pipeline: {ratio:.1f}x (goal >= 10x); whole process {spans['serial'][1] / spans['pipeline'][1]:.1f}x"
+    )
 
 
 # -- (b) the Q&A suite on smollm2 --------------------------------------------------------------
@@ -110,7 +128,9 @@ def bench_qa(cases: int | None, keep: bool, calibration: bool) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-judge-qa-"))
     qa = work / "qa"
     shutil.copytree(ROOT / "evals" / "qa", qa, ignore=shutil.ignore_patterns("train.jsonl", "__pycache__"))
-    if not calibration:  # the judge's measurement costs both sides the same; left out, the ratio is the stage's
+    if (
+        not calibration
+    ):  # the judge's measurement costs both sides the same; left out, the ratio is the stage's
         (qa / "judge_calibration.jsonl").unlink()
     lines = (qa / "cases.jsonl").read_text().splitlines()
     if cases and cases < len(lines):
@@ -119,7 +139,9 @@ def bench_qa(cases: int | None, keep: bool, calibration: bool) -> None:
         (qa / "cases.jsonl").write_text("\n".join(lines) + "\n")
     (work / "pytest.ini").write_text("[pytest]\n")
     what = "with" if calibration else "without"
-    print(f"Q&A suite: {len(lines)} cases, smollm2 answers and judges, each side cold, {what} the calibration")
+    print(
+        f"Q&A suite: {len(lines)} cases, smollm2 answers and judges, each side cold, {what} the calibration"
+    )
     results = {}
     for name, extra in (("pipeline", []), ("serial", ["--no-judge-stage"])):
         cmd = [sys.executable, "-m", "pytest", "qa", "-q", "-p", "no:randomly", "--model", "smollm2"]
@@ -152,7 +174,9 @@ def main() -> None:
     q = sub.add_parser("qa", help="(b) the Q&A suite cold on smollm2 with the embedded judge")
     q.add_argument("--cases", type=int, default=None, help="a deterministic subset: every k-th case")
     q.add_argument("--keep", action="store_true", help="keep the work folder (JUnit XML of both sides)")
-    q.add_argument("--calibration", action="store_true", help="keep judge_calibration.jsonl: both sides measure")
+    q.add_argument(
+        "--calibration", action="store_true", help="keep judge_calibration.jsonl: both sides measure"
+    )
     args = ap.parse_args()
     if args.what == "server":
         bench_server(args.items, args.service_time, args.concurrency)

@@ -19,8 +19,12 @@ HERE = Path(__file__).parent / "overhead"
 
 def run(args: list[str], cwd: Path) -> float:
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=cwd,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - started
     if out.returncode != 0:
         sys.exit(f"pytest failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -46,7 +50,13 @@ def main() -> None:
         "bare pytest": ["test_bare.py"],
         "llmeval, warm cache, no metrics": ["test_evals.py", *common, "--no-metrics"],
         "llmeval, warm cache, metrics db + run folder + HTML report": [
-            "test_evals.py", *common, "--metrics-db", str(work / "metrics.db"), "--output", str(work / "run")],
+            "test_evals.py",
+            *common,
+            "--metrics-db",
+            str(work / "metrics.db"),
+            "--output",
+            str(work / "run"),
+        ],
     }
     best: dict[str, float] = {}
     for _ in range(a.repeats):

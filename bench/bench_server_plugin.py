@@ -31,7 +31,7 @@ from _common import ROOT, extraction_project, extrapolate, timed
 
 BASE = "embedded:smollm2"
 
-RAW = '''import asyncio, json, sys
+RAW = """import asyncio, json, sys
 from openai import AsyncOpenAI
 
 async def main():
@@ -50,7 +50,7 @@ async def main():
     print(json.dumps({{"n": len(tokens), "completion_tokens": sum(tokens)}}))
 
 asyncio.run(main())
-'''
+"""
 
 
 def reset_prefix_cache(server: object) -> None:
@@ -103,11 +103,27 @@ def main() -> None:
             f"models:\n  srv:\n    type: vllm_server\n    model: {BASE}\n    base_url: {server.api_base}\n"
             f"    max_concurrency: {a.concurrency}\n    timeout: 3600\n"
         )
-        pytest_cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_bench.py", "--model", "srv",
-                      "--models-file", "models.yaml", "--cache", "off", "--no-metrics"]
+        pytest_cmd = [
+            py,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_bench.py",
+            "--model",
+            "srv",
+            "--models-file",
+            "models.yaml",
+            "--cache",
+            "off",
+            "--no-metrics",
+        ]
         reset_prefix_cache(server)
-        t, out = timed([py, "raw_client.py", server.api_base, str(a.concurrency), str(a.max_tokens),
-                        "requests.jsonl"], work)
+        t, out = timed(
+            [py, "raw_client.py", server.api_base, str(a.concurrency), str(a.max_tokens), "requests.jsonl"],
+            work,
+        )
         results["raw async client"] = (t, a.n)
         print(f"  raw async client, {a.concurrency} in flight: {t:.1f} s {out.strip()}", flush=True)
         reset_prefix_cache(server)
@@ -120,18 +136,27 @@ def main() -> None:
         t_1, _ = timed([*pytest_cmd, "--no-scheduler", "-k", ids[0]], work)
         t = extrapolate(t_1, t_k, a.one_n, a.n)
         results["pytest + plugin --no-scheduler"] = (t, a.n)
-        print(f"  pytest + plugin --no-scheduler: 1 case {t_1:.1f} s, {a.one_n} cases {t_k:.1f} s, "
-              f"{a.n} cases extrapolated {t:.1f} s", flush=True)
+        print(
+            f"  pytest + plugin --no-scheduler: 1 case {t_1:.1f} s, {a.one_n} cases {t_k:.1f} s, "
+            f"{a.n} cases extrapolated {t:.1f} s",
+            flush=True,
+        )
     finally:
         server.stop()
-    print(f"\n{a.n} JSON cases on vLLM-CPU ({os.cpu_count()} CPUs, {a.dtype}), max {a.max_tokens} tokens, "
-          "whole-process wall time")
+    print(
+        f"\n{a.n} JSON cases on vLLM-CPU ({os.cpu_count()} CPUs, {a.dtype}), max {a.max_tokens} tokens, "
+        "whole-process wall time"
+    )
     rps = {k: n / t for k, (t, n) in results.items()}
     for k, (t, n) in results.items():
         print(f"  {k:<34} {n:4d} cases {t:7.1f} s  {rps[k]:5.2f} req/s")
-    print(f"plugin / raw client throughput: {rps['pytest + plugin'] / rps['raw async client']:.2f} (target >= 0.9)")
-    print(f"plugin / one at a time: {rps['pytest + plugin'] / rps['pytest + plugin --no-scheduler']:.1f}x "
-          "(target >= 8x)")
+    print(
+        f"plugin / raw client throughput: {rps['pytest + plugin'] / rps['raw async client']:.2f} (target >= 0.9)"
+    )
+    print(
+        f"plugin / one at a time: {rps['pytest + plugin'] / rps['pytest + plugin --no-scheduler']:.1f}x "
+        "(target >= 8x)"
+    )
 
 
 if __name__ == "__main__":

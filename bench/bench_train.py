@@ -63,8 +63,10 @@ def trained_tokens(cfg_dict: dict) -> tuple[int, int]:
     ex = data.examples
     batches = step_batches(ex, cfg, 0)
     rows = [i for _ in range(cfg.max_steps) for group in next(batches) for i in group]
-    return (sum(len(ex[i].input_ids) for i in rows),
-            sum(sum(1 for x in ex[i].labels if x != IGNORE_INDEX) for i in rows))
+    return (
+        sum(len(ex[i].input_ids) for i in rows),
+        sum(sum(1 for x in ex[i].labels if x != IGNORE_INDEX) for i in rows),
+    )
 
 
 def profile(cfg_dict: dict, repeats: int = 2) -> dict[str, float]:
@@ -80,8 +82,13 @@ def profile(cfg_dict: dict, repeats: int = 2) -> dict[str, float]:
     model = load_model(base, cfg, device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
-    batch = collate(data.examples, next(step_batches(data.examples, cfg, 0))[0], tok.pad_token_id, device,
-                    share_prefix=cfg.share_prefix)
+    batch = collate(
+        data.examples,
+        next(step_batches(data.examples, cfg, 0))[0],
+        tok.pad_token_id,
+        device,
+        share_prefix=cfg.share_prefix,
+    )
     best: dict[str, float] = {}
     model.train()
     for _ in range(repeats):
@@ -115,22 +122,36 @@ def main() -> None:
         row: dict = {}
         if a.profile:
             row["profile"] = prof = profile(cfg)
-            print(f"{name}: one step of {prof['tokens']} tokens: forward {prof['forward']:.2f}s, "
-                  f"backward {prof['backward']:.2f}s, optimizer {prof['optimizer']:.3f}s", flush=True)
+            print(
+                f"{name}: one step of {prof['tokens']} tokens: forward {prof['forward']:.2f}s, "
+                f"backward {prof['backward']:.2f}s, optimizer {prof['optimizer']:.3f}s",
+                flush=True,
+            )
         tokens, answer = trained_tokens(cfg)
         started = time.perf_counter()
         out = train(cfg, log=lambda m, n=name: print(f"  [{n}] {m}", flush=True))
         meta = adapter_metadata(out)
-        row.update(tokens=tokens, answer_tokens=answer, training_s=meta["training_time_s"],
-                   wall_s=round(time.perf_counter() - started, 1), losses=[v for _, v in meta["loss_history"]],
-                   tokens_per_s=tokens / meta["training_time_s"], batch_size=meta["config"]["batch_size"])
+        row.update(
+            tokens=tokens,
+            answer_tokens=answer,
+            training_s=meta["training_time_s"],
+            wall_s=round(time.perf_counter() - started, 1),
+            losses=[v for _, v in meta["loss_history"]],
+            tokens_per_s=tokens / meta["training_time_s"],
+            batch_size=meta["config"]["batch_size"],
+        )
         result[name] = row
-        print(f"{name}: {a.steps} steps x batch {row['batch_size']}: {tokens} tokens ({answer} answer tokens) "
-              f"in {row['training_s']:.1f}s of training = {row['tokens_per_s']:.1f} tokens/s; "
-              f"losses {row['losses']}", flush=True)
+        print(
+            f"{name}: {a.steps} steps x batch {row['batch_size']}: {tokens} tokens ({answer} answer tokens) "
+            f"in {row['training_s']:.1f}s of training = {row['tokens_per_s']:.1f} tokens/s; "
+            f"losses {row['losses']}",
+            flush=True,
+        )
     ratio = result["new"]["tokens_per_s"] / result["old"]["tokens_per_s"]
-    print(f"new / old training tokens per second: {ratio:.2f}x "
-          f"(wall: old {result['old']['wall_s']}s, new {result['new']['wall_s']}s)")
+    print(
+        f"new / old training tokens per second: {ratio:.2f}x "
+        f"(wall: old {result['old']['wall_s']}s, new {result['new']['wall_s']}s)"
+    )
     if a.json:
         a.json.write_text(json.dumps({"ratio": ratio, **result}, indent=2))
 

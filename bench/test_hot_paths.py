@@ -108,11 +108,26 @@ def results() -> list[CaseResult]:
             ok = rng.random() < (0.3 if model == "base" else 0.6)
             out.append(
                 CaseResult(
-                    nodeid=f"t.py::test_x[{model}-c{i}]", test="t.py::test_x", model=model, case_id=f"c{i}",
-                    tags=["easy"], outcome="passed" if ok else "failed", passed=ok,
-                    scores=[{"name": "field_accuracy", "value": float(ok), "threshold": 1.0, "passed": ok,
-                             "explanation": "", "aggregate": "mean"}],
-                    main_score="field_accuracy", latency_s=rng.uniform(0.5, 2.0), prompt_tokens=300,
+                    nodeid=f"t.py::test_x[{model}-c{i}]",
+                    test="t.py::test_x",
+                    model=model,
+                    case_id=f"c{i}",
+                    tags=["easy"],
+                    outcome="passed" if ok else "failed",
+                    passed=ok,
+                    scores=[
+                        {
+                            "name": "field_accuracy",
+                            "value": float(ok),
+                            "threshold": 1.0,
+                            "passed": ok,
+                            "explanation": "",
+                            "aggregate": "mean",
+                        }
+                    ],
+                    main_score="field_accuracy",
+                    latency_s=rng.uniform(0.5, 2.0),
+                    prompt_tokens=300,
                     completion_tokens=60,
                 )
             )

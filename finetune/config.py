@@ -52,7 +52,9 @@ class FinetuneConfig:
     epochs: float = 1.0
     max_steps: int = 0  # > 0 overrides epochs
     time_budget_min: float = 0.0  # > 0: stop after this much training time (a cap; the adapter records it)
-    fit_schedule_to_budget: bool = False  # the lr schedule also follows the budget (then the run depends on speed)
+    fit_schedule_to_budget: bool = (
+        False  # the lr schedule also follows the budget (then the run depends on speed)
+    )
     batch_size: int = 4
     gradient_accumulation: int = 1
     warmup_steps: int = 10
@@ -209,7 +211,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read and check a YAML config file into a dict of known keys."""
     p = Path(path)
     if not p.is_file():
-        shipped = ", ".join(sorted(f.name for f in CONFIG_DIR.glob("*.yaml"))) or "none (reinstall the package)"
+        shipped = (
+            ", ".join(sorted(f.name for f in CONFIG_DIR.glob("*.yaml"))) or "none (reinstall the package)"
+        )
         raise FinetuneError(
             f"config file {p} does not exist; shipped configs in {CONFIG_DIR}: {shipped}; "
             "or pass --config PATH to your own YAML file"

@@ -382,7 +382,9 @@ def lr_at(step: int, total: int, cfg: FinetuneConfig, time_used: float = 0.0) ->
 ESTIMATE_AFTER = 3  # steps timed before the run's length is estimated (the first one is slower)
 
 
-def _estimate_line(step: int, total: int, start_step: int, elapsed: float, trained_s: float, budget_s: float) -> str:
+def _estimate_line(
+    step: int, total: int, start_step: int, elapsed: float, trained_s: float, budget_s: float
+) -> str:
     """The expected training time, from the steps timed so far (the first step, warm-up, counted once)."""
     done = step - start_step
     per_step = elapsed / done
@@ -597,7 +599,11 @@ def _run(
             trained_s += time.monotonic() - step_start
             last = step == total or time_used() >= 1.0
             if steps_here == ESTIMATE_AFTER and not last:
-                log(_estimate_line(step, total, start_step, time.monotonic() - loop_start, trained_s, budget_s))
+                log(
+                    _estimate_line(
+                        step, total, start_step, time.monotonic() - loop_start, trained_s, budget_s
+                    )
+                )
             if step % cfg.log_every == 0 or last or steps_here == 1:
                 elapsed = time.monotonic() - loop_start
                 rate = steps_here / elapsed if elapsed > 0 else 0.0

@@ -189,7 +189,9 @@ def save_baseline(
 
     errors = sum(a.errors for a in aggregates)
     if errors and not force:
-        raise ConfigError(f"{errors} item(s) errored; a baseline from incomplete data is refused (--force-save-baseline)")
+        raise ConfigError(
+            f"{errors} item(s) errored; a baseline from incomplete data is refused (--force-save-baseline)"
+        )
     p = Path(path)
     entries: dict[str, Any] = {}
     if p.is_file():

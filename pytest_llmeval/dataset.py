@@ -93,7 +93,9 @@ def _iter_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise DatasetError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+                    raise DatasetError(
+                        f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})"
+                    ) from None
                 if not text.strip():
                     continue
                 try:

@@ -23,7 +23,10 @@ def flaky_cases(conn: sqlite3.Connection, last: int = 10, model: str | None = No
     Each: test, model, case_id, passed, samples, pass_fraction, runs (runs that ran it),
     flaky_runs (runs whose own samples disagreed), last_outcomes (its outcomes in the latest run).
     """
-    runs = [r["id"] for r in conn.execute("SELECT id FROM runs ORDER BY started DESC, rowid DESC LIMIT ?", (last,))]
+    runs = [
+        r["id"]
+        for r in conn.execute("SELECT id FROM runs ORDER BY started DESC, rowid DESC LIMIT ?", (last,))
+    ]
     if not runs:
         return []
     order = {rid: i for i, rid in enumerate(runs)}  # 0: the latest
@@ -36,9 +39,13 @@ def flaky_cases(conn: sqlite3.Connection, last: int = 10, model: str | None = No
     if model:
         query += " AND model = ?"
         params.append(model)
-    per_case: dict[tuple[str, str, str], dict[str, list[tuple[int, str]]]] = defaultdict(lambda: defaultdict(list))
+    per_case: dict[tuple[str, str, str], dict[str, list[tuple[int, str]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for row in conn.execute(query, params):
-        per_case[(row["test"], row["model"], row["case_id"])][row["run_id"]].append((row["sample"], row["outcome"]))
+        per_case[(row["test"], row["model"], row["case_id"])][row["run_id"]].append(
+            (row["sample"], row["outcome"])
+        )
     out = []
     for (test, mdl, cid), by_run in per_case.items():
         outcomes = [o for samples in by_run.values() for _, o in samples]
@@ -59,7 +66,9 @@ def flaky_cases(conn: sqlite3.Connection, last: int = 10, model: str | None = No
                 "last_outcomes": [o for _, o in sorted(latest)],
             }
         )
-    out.sort(key=lambda f: (-f["pass_fraction"] * (1 - f["pass_fraction"]), -f["samples"], f["test"], f["case_id"]))
+    out.sort(
+        key=lambda f: (-f["pass_fraction"] * (1 - f["pass_fraction"]), -f["samples"], f["test"], f["case_id"])
+    )
     return out
 
 
@@ -101,7 +110,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="cases whose samples or runs disagree, across the last runs (with --repeat N, within a run too)",
     )
-    sp.add_argument("--last", type=int, default=10, metavar="K", help="how many of the latest runs (default 10)")
+    sp.add_argument(
+        "--last", type=int, default=10, metavar="K", help="how many of the latest runs (default 10)"
+    )
     sp.add_argument("--model", default=None, metavar="NAME", help="only this model's cases")
     sp.add_argument("--limit", type=int, default=30, metavar="N", help="rows printed (default 30)")
     sp.add_argument("--json", action="store_true", help="print every flaky case as JSON")

@@ -70,7 +70,9 @@ class MetricSpecError(ConfigError, ValueError):
 
 def valid_metric_names() -> str:
     """The metric names a tolerance or floor accepts, for error messages."""
-    return ", ".join([*METRICS, "score:NAME (a scorer's score, e.g. score:judge)", f"{JUDGE_KAPPA} (floors only)"])
+    return ", ".join(
+        [*METRICS, "score:NAME (a scorer's score, e.g. score:judge)", f"{JUDGE_KAPPA} (floors only)"]
+    )
 
 
 def check_metric_name(metric: str, what: str) -> None:
@@ -254,9 +256,13 @@ def _base_metric(entry: dict[str, Any], metric: str) -> float | None:
 def _judge_floor(v: Verdict, a: Any, fl: Floor, kappa: float | None) -> None:
     """The judge behind ``a``'s judge scores must agree with people at least this much (quadratic kappa)."""
     bad = kappa is None or kappa < fl.value
-    v.rows.append(Row(a.test, a.model, fl.metric, None, kappa, status="FAIL" if bad else "ok", rule=f"floor {fl}"))
+    v.rows.append(
+        Row(a.test, a.model, fl.metric, None, kappa, status="FAIL" if bad else "ok", rule=f"floor {fl}")
+    )
     if kappa is None:
-        v.fail(f"{a.test} [{a.model}]: the judge is unmeasured (no calibration file, or it failed): breaks {fl}")
+        v.fail(
+            f"{a.test} [{a.model}]: the judge is unmeasured (no calibration file, or it failed): breaks {fl}"
+        )
     elif bad:
         v.fail(f"{a.test} [{a.model}]: the judge's kappa with people = {_fmt(kappa)} breaks the floor {fl}")
 

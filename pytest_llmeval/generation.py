@@ -46,7 +46,9 @@ class Generation:
         from .progress import Progress
 
         self.judge_stage = JudgeStage(self)  # declared judges: the second stage (judge_stage.py)
-        self.progress = Progress(config, is_worker)  # a status line on a terminal, a line now and then in a log
+        self.progress = Progress(
+            config, is_worker
+        )  # a status line on a terminal, a line now and then in a log
 
     # -- the scheduler ------------------------------------------------------------------------
     def scheduler(self) -> Any:
@@ -273,7 +275,9 @@ class Generation:
             raise ConfigError(f"unknown model {model!r}; available: {', '.join(specs)}")
         self._gen_counter += 1
         key = f"__direct__/{os.getpid()}/{self._gen_counter}"
-        return self.scheduler().submit(key, model, Request.make(messages, **{**specs[model].params, **params}))
+        return self.scheduler().submit(
+            key, model, Request.make(messages, **{**specs[model].params, **params})
+        )
 
     def generate_now(self, model: str, messages: list[dict[str, str]] | str, **params: Any) -> Completion:
         """Generate one completion synchronously (judge calls, multi-turn tests)."""
@@ -324,5 +328,7 @@ class Generation:
         lines = ["llmeval cost estimate (prompt tokens ~ chars/4; completion = max_tokens bound):"]
         for model, (n, pt, ct) in per.items():
             cost = self.selection.spec(model).cost(pt, ct)
-            lines.append(f"  {model}: {n} items, ~{pt} prompt tokens, <= {ct} completion tokens, <= ${cost:.4f}")
+            lines.append(
+                f"  {model}: {n} items, ~{pt} prompt tokens, <= {ct} completion tokens, <= ${cost:.4f}"
+            )
         return lines

@@ -204,7 +204,12 @@ def request_params(sample: int | None = None, max_tokens: int = JUDGE_MAX_TOKENS
     """
     if sample is None:
         return {"temperature": 0.0, "max_tokens": max_tokens, "stop": list(STOP)}
-    return {"temperature": SAMPLE_TEMPERATURE, "seed": int(sample), "max_tokens": max_tokens, "stop": list(STOP)}
+    return {
+        "temperature": SAMPLE_TEMPERATURE,
+        "seed": int(sample),
+        "max_tokens": max_tokens,
+        "stop": list(STOP),
+    }
 
 
 # -- verdicts -----------------------------------------------------------------------
@@ -323,7 +328,9 @@ def choose_judge(config: Any, specs: dict[str, Any], under_test: tuple[str, ...]
     return best_local_judge(getattr(config, "rootpath", "."), specs, under_test)
 
 
-def best_local_judge(root: str | Path, specs: dict[str, Any], under_test: tuple[str, ...] = ()) -> tuple[str, str]:
+def best_local_judge(
+    root: str | Path, specs: dict[str, Any], under_test: tuple[str, ...] = ()
+) -> tuple[str, str]:
     """With no judge configured and no API key: the runnable model with the best measured agreement
     (``data/judge_calibration-<model>.json``, written by the calibration CLI), else the embedded smollm2."""
     key_env = getattr(specs.get(API_JUDGE), "api_key_env", None) or "OPENAI_API_KEY"
@@ -466,21 +473,29 @@ class Judge:
 
         messages = build_messages(text, str(answer), fields)
         plan = [request_params(sample) for sample in self._plan(samples)]
-        futures = [self.stage.prepared(self.item, self.model, messages, p) if self.stage else None for p in plan]
+        futures = [
+            self.stage.prepared(self.item, self.model, messages, p) if self.stage else None for p in plan
+        ]
         if hasattr(self.generation, "submit_now"):  # the samples not prepared: submitted together
             submit = self.generation.submit_now
             futures = [f or submit(self.model, messages, **p) for f, p in zip(futures, plan, strict=True)]
         out = []
         for fut, params in zip(futures, plan, strict=True):
             try:
-                comp = fut.result() if fut is not None else self.generation.generate_now(self.model, messages, **params)
+                comp = (
+                    fut.result()
+                    if fut is not None
+                    else self.generation.generate_now(self.model, messages, **params)
+                )
             except BudgetExceeded as e:
                 import pytest
 
                 pytest.skip(str(e))
             except (JudgeError, ConfigError):
                 raise
-            except Exception as e:  # the judge's call failed: an item error that names the judge and the cause
+            except (
+                Exception
+            ) as e:  # the judge's call failed: an item error that names the judge and the cause
                 raise JudgeError(f"judge {self.model} failed: {e}") from e
             out.append(comp.text)
         return out
@@ -524,7 +539,9 @@ class Judge:
         text = self._rubric(rubric)
         self.generation.note_judge(self.model, text)
         if self.stage is not None:
-            self.stage.note(self.item, self.model, self._path(rubric), text, len(self._plan(samples)), aggregate)
+            self.stage.note(
+                self.item, self.model, self._path(rubric), text, len(self._plan(samples)), aggregate
+            )
         replies = self._replies(text, answer, samples, fields)
         judgement = judge_replies(replies, aggregate)
         reasoning = next((v.reasoning for v in judgement.verdicts if v.score == round(judgement.value)), "")

@@ -43,7 +43,9 @@ class _Lane:
             return
         self.pool: ThreadPoolExecutor | None = None
         if self.backend.mode == "concurrent" and sched.enabled:
-            self.pool = ThreadPoolExecutor(self.backend.max_concurrency, thread_name_prefix=f"llmeval-{model}")
+            self.pool = ThreadPoolExecutor(
+                self.backend.max_concurrency, thread_name_prefix=f"llmeval-{model}"
+            )
         self.thread = threading.Thread(target=self._run, name=f"llmeval-lane-{model}", daemon=True)
         self.thread.start()
 
@@ -81,8 +83,10 @@ class _Lane:
             self.backend.load()
             return True
         except BaseException as e:
-            err = e if isinstance(e, LLMEvalError) else ModelCallError(
-                f"model {self.model} failed to load: {_describe(e)}"
+            err = (
+                e
+                if isinstance(e, LLMEvalError)
+                else ModelCallError(f"model {self.model} failed to load: {_describe(e)}")
             )
             self.error = err
             return False

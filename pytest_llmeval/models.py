@@ -239,7 +239,9 @@ def _check_type(where: str, key: str, value: Any, field_type: str) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise bad("a non-empty string")
     elif t.startswith("dict[str, str]"):
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
             raise bad("a mapping of names to paths")
     elif t.startswith("dict"):
         if not isinstance(value, dict):
@@ -253,7 +255,9 @@ def _check_type(where: str, key: str, value: Any, field_type: str) -> Any:
 def parse_spec(name: Any, raw: Any, source: str, types: dict[str, ModelType], line: int = 0) -> ModelSpec:
     """Validate one models.yaml entry into its type's spec."""
     if not isinstance(name, str) or not name or any(c in name for c in " ,[]"):
-        raise ConfigError(f"{source}: model name {name!r} must be a non-empty string without spaces, commas or brackets")
+        raise ConfigError(
+            f"{source}: model name {name!r} must be a non-empty string without spaces, commas or brackets"
+        )
     where = f"{source}: model '{name}'"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: settings must be a mapping, got {type(raw).__name__}")
@@ -264,7 +268,9 @@ def parse_spec(name: Any, raw: Any, source: str, types: dict[str, ModelType], li
     allowed = cls.allowed_keys()
     for key in raw:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key '{key}' for type {mtype}; allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"{where}: unknown key '{key}' for type {mtype}; allowed: {', '.join(sorted(allowed))}"
+            )
     for key in cls.REQUIRED:
         if key not in raw:
             raise ConfigError(f"{where}: missing required key '{key}' for type {mtype}")
@@ -272,7 +278,9 @@ def parse_spec(name: Any, raw: Any, source: str, types: dict[str, ModelType], li
     kwargs = {k: _check_type(where, k, v, str(field_types[k])) for k, v in raw.items() if k != "type"}
     for k in kwargs.get("params", {}):
         if k not in GEN_PARAM_KEYS:
-            raise ConfigError(f"{where}: unknown key 'params.{k}'; allowed: {', '.join(sorted(GEN_PARAM_KEYS))}")
+            raise ConfigError(
+                f"{where}: unknown key 'params.{k}'; allowed: {', '.join(sorted(GEN_PARAM_KEYS))}"
+            )
     spec = cls(name=name, type=mtype, source=source, line=line, **kwargs)
     spec.validate(where)
     return spec
@@ -296,7 +304,9 @@ def parse_models(
     models = data["models"]
     if not isinstance(models, dict) or not models:
         raise ConfigError(f"{source}: 'models' must be a non-empty mapping of name -> settings")
-    return {name: parse_spec(name, raw, source, types, (lines or {}).get(name, 0)) for name, raw in models.items()}
+    return {
+        name: parse_spec(name, raw, source, types, (lines or {}).get(name, 0)) for name, raw in models.items()
+    }
 
 
 def builtin_models(extra_types: dict[str, Any] | None = None) -> dict[str, ModelSpec]:
@@ -311,11 +321,15 @@ def _no_factory(name: str) -> BackendFactory:
     return factory
 
 
-def load_models(path: str | Path, extra_types: dict[str, Any] | frozenset[str] | None = None) -> dict[str, ModelSpec]:
+def load_models(
+    path: str | Path, extra_types: dict[str, Any] | frozenset[str] | None = None
+) -> dict[str, ModelSpec]:
     """Load and validate a models.yaml file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"models file {p} does not exist (set --models-file or the llmeval_models_file ini key)")
+        raise ConfigError(
+            f"models file {p} does not exist (set --models-file or the llmeval_models_file ini key)"
+        )
     text = p.read_text(encoding="utf-8-sig")
     try:
         data = yaml.safe_load(text)

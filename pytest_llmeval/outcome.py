@@ -96,7 +96,9 @@ class RunOutcome:
     complete: bool = True  # False when the run stopped early (Ctrl-C, -x, an internal error)
     estimate_lines: tuple[str, ...] = field(default=())
     flips: tuple[CaseFlip, ...] = ()  # cases whose outcome changed against the baseline (flips.py)
-    judges: tuple[Any, ...] = ()  # judge_measure.JudgeMeasure: each judge's agreement with people, or unmeasured
+    judges: tuple[
+        Any, ...
+    ] = ()  # judge_measure.JudgeMeasure: each judge's agreement with people, or unmeasured
 
     @functools.cached_property
     def results(self) -> dict[str, CaseResult]:
@@ -341,7 +343,9 @@ def build_outcome(
         judge_agreement=(
             "; ".join(m.label() for m in judges)
             if records and judges
-            else judge_note(aggregates) if records and judge_note is not None else None
+            else judge_note(aggregates)
+            if records and judge_note is not None
+            else None
         ),
         saved_baseline=gate_result.saved,
         save_error=gate_result.save_error,

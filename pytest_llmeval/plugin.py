@@ -55,30 +55,52 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llmeval", "LLM evaluation (pytest-llmeval)")
     group.addoption("--model", action="append", default=[], metavar="NAME", help=HELP_MODEL)
     group.addoption("--models-file", default=None, metavar="PATH", help=HELP_MODELS_FILE)
-    group.addoption("--list-models", action="store_true", help="list configured models and whether each can run here")
+    group.addoption(
+        "--list-models", action="store_true", help="list configured models and whether each can run here"
+    )
     group.addoption("--judge", default=None, metavar="NAME", help=HELP_JUDGE)
-    group.addoption("--judge-samples", type=int, default=None, metavar="N", help="judge verdicts per answer (majority)")
+    group.addoption(
+        "--judge-samples", type=int, default=None, metavar="N", help="judge verdicts per answer (majority)"
+    )
     group.addoption(
         "--no-judge-stage",
         action="store_true",
         help="grade declared judges in the test body, one call at a time (the serial path), not as a pipeline "
         "stage",
     )
-    group.addoption("--cache", dest="llmeval_cache", type=_cache_mode, default=None, metavar="MODE", help=HELP_CACHE)
-    group.addoption("--cache-path", dest="llmeval_cache_path", default=None, metavar="PATH", help="response cache file")
+    group.addoption(
+        "--cache", dest="llmeval_cache", type=_cache_mode, default=None, metavar="MODE", help=HELP_CACHE
+    )
+    group.addoption(
+        "--cache-path", dest="llmeval_cache_path", default=None, metavar="PATH", help="response cache file"
+    )
     group.addoption(
         "--no-scheduler",
         action="store_true",
         help="generate one request at a time when each test runs (for debugging)",
     )
-    group.addoption("--max-cost", type=_cost, default=None, metavar="USD", help="stop submitting requests past this spend")
     group.addoption(
-        "--estimate-cost", action="store_true", help="with --collect-only: print token and cost estimates per model"
+        "--max-cost", type=_cost, default=None, metavar="USD", help="stop submitting requests past this spend"
+    )
+    group.addoption(
+        "--estimate-cost",
+        action="store_true",
+        help="with --collect-only: print token and cost estimates per model",
     )
     add_gate_options(group.addoption, HELP_BASELINE)
-    group.addoption("--metrics-db", default=None, metavar="PATH", help="SQLite metrics database (default data/metrics.db)")
-    group.addoption("--no-metrics", action="store_true", help="do not write the metrics database or run folder")
-    group.addoption("--output", dest="llmeval_output", default=None, metavar="DIR", help="run folder (default data/runs/<run id>)")
+    group.addoption(
+        "--metrics-db", default=None, metavar="PATH", help="SQLite metrics database (default data/metrics.db)"
+    )
+    group.addoption(
+        "--no-metrics", action="store_true", help="do not write the metrics database or run folder"
+    )
+    group.addoption(
+        "--output",
+        dest="llmeval_output",
+        default=None,
+        metavar="DIR",
+        help="run folder (default data/runs/<run id>)",
+    )
     group.addoption(
         "--shard",
         dest="llmeval_shard",
@@ -110,7 +132,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     from .repeats import HELP_REPEAT, HELP_REPEAT_POLICY, parse_repeat
 
     group.addoption(
-        "--repeat", dest="llmeval_repeat", type=arg_type(parse_repeat), default=None, metavar="N", help=HELP_REPEAT
+        "--repeat",
+        dest="llmeval_repeat",
+        type=arg_type(parse_repeat),
+        default=None,
+        metavar="N",
+        help=HELP_REPEAT,
     )
     group.addoption(
         "--repeat-policy",
@@ -128,8 +155,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("llmeval_cache", HELP_CACHE, default="rw")
     parser.addini("llmeval_cache_path", "response cache file", default=".llmeval/cache.sqlite")
     parser.addini("llmeval_baseline", HELP_BASELINE, default="")
-    parser.addini("llmeval_tolerance", "default tolerances, one per line (METRIC:DELTA)", type="linelist", default=[])
-    parser.addini("llmeval_fail_under", "default floors, one per line (METRIC=VALUE)", type="linelist", default=[])
+    parser.addini(
+        "llmeval_tolerance", "default tolerances, one per line (METRIC:DELTA)", type="linelist", default=[]
+    )
+    parser.addini(
+        "llmeval_fail_under", "default floors, one per line (METRIC=VALUE)", type="linelist", default=[]
+    )
     parser.addini("llmeval_metrics_db", "SQLite metrics database", default="data/metrics.db")
     parser.addini("llmeval_runs_dir", "where run folders go", default="data/runs")
     parser.addini("llmeval_output_limit", HELP_OUTPUT_LIMIT, default="64KiB")
@@ -169,7 +200,9 @@ _ACTIVE: list[LLMEvalSession] = []
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-html's, which reads the report path we may default
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "llmeval_dataset(path, prompt, params): parametrize a test over dataset cases")
+    config.addinivalue_line(
+        "markers", "llmeval_dataset(path, prompt, params): parametrize a test over dataset cases"
+    )
     session = LLMEvalSession(config)
     config.stash[SESSION_KEY] = session
     _ACTIVE.append(session)

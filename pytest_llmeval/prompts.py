@@ -39,7 +39,9 @@ class Template:
 
     def render(self, data: Mapping[str, Any], case_id: str = "?") -> list[Message]:
         """Render chat messages for one case; a missing field names template, field and case."""
-        return [{"role": role, "content": self._render_text(text, data, case_id)} for role, text in self.parts]
+        return [
+            {"role": role, "content": self._render_text(text, data, case_id)} for role, text in self.parts
+        ]
 
     def _render_text(self, text: str, data: Mapping[str, Any], case_id: str) -> str:
         def sub(m: re.Match[str]) -> str:
@@ -56,7 +58,9 @@ class Template:
                         f"Add the field to the case or change the template."
                     )
             if filt and filt not in _FILTERS:
-                raise TemplateError(f"{self.path}: unknown filter {filt!r}; known: {', '.join(sorted(_FILTERS))}")
+                raise TemplateError(
+                    f"{self.path}: unknown filter {filt!r}; known: {', '.join(sorted(_FILTERS))}"
+                )
             if filt == "json":
                 return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
             if filt == "json_pretty":

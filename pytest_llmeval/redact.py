@@ -48,7 +48,9 @@ def _env_secrets() -> tuple[str, ...]:
         for k, v in os.environ.items():
             if v and len(v) >= 8 and any(h in k.upper() for h in _ENV_HINTS):
                 vals.add(v)
-        _cache.update(at=now, n=len(os.environ) + len(_extra), values=tuple(sorted(vals, key=len, reverse=True)))
+        _cache.update(
+            at=now, n=len(os.environ) + len(_extra), values=tuple(sorted(vals, key=len, reverse=True))
+        )
     return _cache["values"]  # type: ignore[return-value]
 
 

@@ -251,13 +251,23 @@ def sample_records(item: pytest.Item, base: CaseResult, policy: str) -> list[Cas
     if not runs:
         extra = {**base.extra, "repeat_policy": policy}
         return [
-            dataclasses.replace(base, nodeid=sample_nodeid(base.nodeid, j), sample=j, samples=plan.samples, extra=extra)
+            dataclasses.replace(
+                base, nodeid=sample_nodeid(base.nodeid, j), sample=j, samples=plan.samples, extra=extra
+            )
             for j in range(plan.samples)
         ]
     # A later sample's own completion replaces sample 0's; one whose call failed has none.
     blank = dataclasses.replace(
-        base, output=None, latency_s=None, prompt_tokens=0, completion_tokens=0, cost=0.0, cached=False,
-        retries=0, finish_reason=None, extra={},
+        base,
+        output=None,
+        latency_s=None,
+        prompt_tokens=0,
+        completion_tokens=0,
+        cost=0.0,
+        cached=False,
+        retries=0,
+        finish_reason=None,
+        extra={},
     )
     out = []
     for r in runs:
@@ -313,8 +323,10 @@ def summary_lines(a: Any) -> list[str]:
         f"pass@{r.k} {r.pass_at_k:.1%} | pass^{r.k} {r.pass_all_k:.1%} | flaky {len(r.flaky)} of {r.cases}"
     ]
     for f in r.flaky[:FLAKY_SHOWN]:
-        spread = "" if f["spread"] is None else (
-            f", main score {f['score_min']:.2f}..{f['score_max']:.2f} (spread {f['spread']:.2f})"
+        spread = (
+            ""
+            if f["spread"] is None
+            else (f", main score {f['score_min']:.2f}..{f['score_max']:.2f} (spread {f['spread']:.2f})")
         )
         marks = "".join({"passed": "P", "failed": "F", "error": "E"}.get(o, "s") for o in f["outcomes"])
         lines.append(

@@ -262,8 +262,6 @@ def row_cells(rec: CaseResult) -> list[str]:
     ]
 
 
-
-
 def _latency(rec: CaseResult) -> str:
     """The request's latency; for an item of an in-process batch, its time to last token, named so."""
     ttlt = (rec.extra or {}).get("time_to_last_token_s")

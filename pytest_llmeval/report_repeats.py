@@ -50,7 +50,9 @@ def _flaky_table(a: Any, samples: dict[tuple[str, str, str], list[CaseResult]]) 
     if not flaky:
         return ""
     width = max(f["samples"] for f in flaky)
-    head = "<tr><th>case</th><th>passed</th>" + "".join(f"<th>sample {j}</th>" for j in range(width)) + "</tr>"
+    head = (
+        "<tr><th>case</th><th>passed</th>" + "".join(f"<th>sample {j}</th>" for j in range(width)) + "</tr>"
+    )
     rows = []
     for f in flaky[:FLAKY_ROWS]:
         recs = sorted(samples.get((a.test, a.model, f["case_id"]), []), key=lambda r: r.sample)
@@ -62,7 +64,11 @@ def _flaky_table(a: Any, samples: dict[tuple[str, str, str], list[CaseResult]]) 
             + "</tr>"
         )
     more = len(flaky) - FLAKY_ROWS
-    tail = f'<p class="llm-muted">... and {more} more flaky cases (llmeval flaky lists them)</p>' if more > 0 else ""
+    tail = (
+        f'<p class="llm-muted">... and {more} more flaky cases (llmeval flaky lists them)</p>'
+        if more > 0
+        else ""
+    )
     return (
         f'<details class="llm-sbs" open><summary>{esc(a.test.split("::", 1)[-1])} [{esc(a.model)}]: '
         f"{len(flaky)} flaky of {a.repeats.cases} cases, samples side by side</summary>"

@@ -176,7 +176,7 @@ def _comparisons_section(outcome: RunOutcome) -> str:
             f"<td>{mc.only_model} / {mc.only_reference}</td><td>{mc.p_value:.2g}</td><td>{score}</td></tr>"
         )
     return (
-        '<h3>Models compared on the same cases (paired)</h3>'
+        "<h3>Models compared on the same cases (paired)</h3>"
         f'<table class="llm-table" id="llm-model-comparison">{head}{"".join(rows)}</table>'
     )
 
@@ -334,7 +334,7 @@ def side_by_side(results: dict[str, CaseResult]) -> str:
     for r in results.values():
         by_test[r.test].setdefault(r.case_id, {})[r.model] = r
     parts = [
-        f'<h3>Side by side: {" vs ".join(esc(m) for m in models)}</h3>'
+        f"<h3>Side by side: {' vs '.join(esc(m) for m in models)}</h3>"
         '<p class="llm-legend"><span class="llm-swatch-differs"></span> an orange left border marks a case '
         "whose models differ: another outcome or another output</p>"
         '<div id="llm-side-by-side">'

@@ -42,7 +42,9 @@ class ModelSelection:
         self.server_errors: dict[str, str] = {}
         explicit = split_models(config.getoption("model") or [])
         self.explicit = bool(explicit)
-        self.selected: list[str] = explicit or split_models([config.getini("llmeval_model") or ""]) or [DEFAULT_MODEL]
+        self.selected: list[str] = (
+            explicit or split_models([config.getini("llmeval_model") or ""]) or [DEFAULT_MODEL]
+        )
 
     # -- configuration ------------------------------------------------------------------
     def models_file(self) -> Path:

@@ -303,7 +303,11 @@ class MetricsStore:
             self._warn("run_dir", f"run folder {self.run_dir} not written: {e}")
 
     def _write_summary(
-        self, outcome: RunOutcome, run: dict[str, Any], verdict: dict[str, Any] | None, aggregates: list[Aggregate]
+        self,
+        outcome: RunOutcome,
+        run: dict[str, Any],
+        verdict: dict[str, Any] | None,
+        aggregates: list[Aggregate],
     ) -> None:
         from .baseline import write_json_atomic
 

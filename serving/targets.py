@@ -51,7 +51,11 @@ def resolve_target(ref: str, models_file: str | Path = DEFAULT_MODELS_FILE) -> T
         assert base is not None
         if isinstance(spec, VLLMServerSpec):
             return Target(
-                resolve_weights(base), base, dict(spec.adapters), list(spec.server_args), spec.port,
+                resolve_weights(base),
+                base,
+                dict(spec.adapters),
+                list(spec.server_args),
+                spec.port,
                 spec.startup_timeout,
             )
         adapter = spec.adapter_path()  # an hf entry: its adapter is served under the entry's name

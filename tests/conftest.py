@@ -28,7 +28,9 @@ def fake_openai() -> Iterator[FakeOpenAIServer]:
 def eval_project(pytester: pytest.Pytester, fake_openai: FakeOpenAIServer):
     """A pytester project wired to the fake server: models.yaml, cases.jsonl and an ini."""
 
-    def make(cases: list[dict], test_body: str | None = None, names: tuple[str, ...] = ("fake",), **model_extra):
+    def make(
+        cases: list[dict], test_body: str | None = None, names: tuple[str, ...] = ("fake",), **model_extra
+    ):
         import json
 
         pytester.makefile(".yaml", models=models_yaml(fake_openai.base_url, names, **model_extra))

@@ -119,7 +119,10 @@ class FakeOpenAIServer:
                 if server._refuse_key(self):
                     return
                 if self.path.rstrip("/").endswith("/models"):
-                    body = {"object": "list", "data": [{"id": server.model, "object": "model", "owned_by": "fake"}]}
+                    body = {
+                        "object": "list",
+                        "data": [{"id": server.model, "object": "model", "owned_by": "fake"}],
+                    }
                     self._json(200, body)
                 else:
                     self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
@@ -216,18 +219,42 @@ class FakeOpenAIServer:
         if fault == "429":
             h._json(
                 429,
-                {"error": {"message": "Rate limit reached", "type": "rate_limit_error", "param": None,
-                           "code": "rate_limit_exceeded"}},
+                {
+                    "error": {
+                        "message": "Rate limit reached",
+                        "type": "rate_limit_error",
+                        "param": None,
+                        "code": "rate_limit_exceeded",
+                    }
+                },
                 {"retry-after": f"{self.retry_after:g}"},
             )
             return
         if fault in ("500", "503"):
-            h._json(int(fault), {"error": {"message": "The server had an error", "type": "server_error",
-                                           "param": None, "code": None}})
+            h._json(
+                int(fault),
+                {
+                    "error": {
+                        "message": "The server had an error",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
             return
         if fault in AUTH_FAULTS:
-            h._json(int(fault), {"error": {"message": "You are not allowed to use this model", "type":
-                                           "invalid_request_error", "param": None, "code": "forbidden"}})
+            h._json(
+                int(fault),
+                {
+                    "error": {
+                        "message": "You are not allowed to use this model",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "forbidden",
+                    }
+                },
+            )
             return
         if fault == "reset":
             _reset(h)

@@ -127,32 +127,20 @@ def test_every_readme_command_is_accounted_for():
 # Each command in the README's later bash blocks -> the test that runs it (or its parts) for real.
 README_COMMANDS = {
     ".venv/bin/pytest --list-models": "tests/test_plugin_core.py::test_list_models_reports_readiness",
-    ".venv/bin/pytest evals/json_extraction --model smollm2,smollm2-json-lora":
-        "tests/test_gate.py::test_models_compared_with_the_paired_test_in_one_run",
-    ".venv/bin/pytest evals --model smollm2 --baseline evals/baseline.json --tolerance pass_rate:-0.02":
-        "tests/test_gate.py::test_noise_within_tolerance_passes",
+    ".venv/bin/pytest evals/json_extraction --model smollm2,smollm2-json-lora": "tests/test_gate.py::test_models_compared_with_the_paired_test_in_one_run",
+    ".venv/bin/pytest evals --model smollm2 --baseline evals/baseline.json --tolerance pass_rate:-0.02": "tests/test_gate.py::test_noise_within_tolerance_passes",
     ".venv/bin/pytest evals --model smollm2 --save-baseline": "tests/test_gate.py::test_baseline_file_format",
-    ".venv/bin/python -m finetune --task json_extraction --base-model smollm2 --output data/lora_adapters/json_v1":
-        "tests/test_finetune.py::test_sigkill_mid_training_then_resume_completes",
-    ".venv/bin/python -m serving --model smollm2 --adapters json-lora=data/lora_adapters/json_v1 --port 8001":
-        "tests/test_serving.py::test_cli_prints_url_and_stops_cleanly_on_sigint",
+    ".venv/bin/python -m finetune --task json_extraction --base-model smollm2 --output data/lora_adapters/json_v1": "tests/test_finetune.py::test_sigkill_mid_training_then_resume_completes",
+    ".venv/bin/python -m serving --model smollm2 --adapters json-lora=data/lora_adapters/json_v1 --port 8001": "tests/test_serving.py::test_cli_prints_url_and_stops_cleanly_on_sigint",
     ".venv/bin/llmeval runs": "tests/test_export_cli.py::test_runs_lists_both",
-    ".venv/bin/pytest evals --model smollm2 --shard 2/3 --output data/runs/shard-2":
-        "tests/test_shards.py::test_merged_shards_give_the_unsharded_verdict",
-    ".venv/bin/llmeval merge data/runs/shard-* --baseline evals/baseline.json":
-        "tests/test_shards.py::test_merged_shards_give_the_unsharded_verdict",
-    ".venv/bin/llmeval cache explain 'test_extraction[smollm2-easy-001]'":
-        "tests/test_trust.py::test_two_endpoints_with_one_model_name_never_share_cached_answers",
-    ".venv/bin/llmeval compare --baseline latest~1 --current latest":
-        "tests/test_export_cli.py::test_compare_shows_changed_cases_and_p_value",
-    ".venv/bin/llmeval export --format prometheus --run latest --output data/llmeval.prom":
-        "tests/test_export_cli.py::test_export_prometheus_textfile",
-    ".venv/bin/llmeval table --run latest --unmeasured gpt-4o-mini,llama3-8b-base":
-        "tests/test_results_table.py::test_table_of_a_server_run_with_prices",
-    ".venv/bin/pytest evals/json_extraction --model smollm2-sampled --repeat 3":
-        "tests/test_repeats.py::test_one_item_per_case_with_one_record_per_sample_each_with_its_seed",
-    ".venv/bin/llmeval flaky --last 10":
-        "tests/test_repeats.py::test_metrics_db_keeps_a_row_per_sample_and_llmeval_flaky_lists_cases_across_runs",
+    ".venv/bin/pytest evals --model smollm2 --shard 2/3 --output data/runs/shard-2": "tests/test_shards.py::test_merged_shards_give_the_unsharded_verdict",
+    ".venv/bin/llmeval merge data/runs/shard-* --baseline evals/baseline.json": "tests/test_shards.py::test_merged_shards_give_the_unsharded_verdict",
+    ".venv/bin/llmeval cache explain 'test_extraction[smollm2-easy-001]'": "tests/test_trust.py::test_two_endpoints_with_one_model_name_never_share_cached_answers",
+    ".venv/bin/llmeval compare --baseline latest~1 --current latest": "tests/test_export_cli.py::test_compare_shows_changed_cases_and_p_value",
+    ".venv/bin/llmeval export --format prometheus --run latest --output data/llmeval.prom": "tests/test_export_cli.py::test_export_prometheus_textfile",
+    ".venv/bin/llmeval table --run latest --unmeasured gpt-4o-mini,llama3-8b-base": "tests/test_results_table.py::test_table_of_a_server_run_with_prices",
+    ".venv/bin/pytest evals/json_extraction --model smollm2-sampled --repeat 3": "tests/test_repeats.py::test_one_item_per_case_with_one_record_per_sample_each_with_its_seed",
+    ".venv/bin/llmeval flaky --last 10": "tests/test_repeats.py::test_metrics_db_keeps_a_row_per_sample_and_llmeval_flaky_lists_cases_across_runs",
 }
 
 

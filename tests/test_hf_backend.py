@@ -58,7 +58,7 @@ def test_shared_prompt_prefixes_go_through_the_model_once(base_backend):
     """A batch's common prefixes (system message, schema) are computed once, and change no output."""
     import torch
 
-    system_a = "You extract data. Reply with JSON that matches this schema: {\"name\": string, \"age\": integer}."
+    system_a = 'You extract data. Reply with JSON that matches this schema: {"name": string, "age": integer}.'
     system_b = "You answer questions about geography in one short sentence."
     requests = [
         Request.make([{"role": "system", "content": system_a}, {"role": "user", "content": u}], max_tokens=16)
@@ -89,12 +89,21 @@ def test_shared_prompt_prefixes_go_through_the_model_once(base_backend):
     alone = []
     for p in prompts:
         with torch.inference_mode():
-            out = model.generate(input_ids=torch.tensor([p]), max_new_tokens=16, do_sample=False,
-                                 temperature=None, top_p=None, top_k=None)
-        new = out[0, len(p):].tolist()
+            out = model.generate(
+                input_ids=torch.tensor([p]),
+                max_new_tokens=16,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        new = out[0, len(p) :].tolist()
         eos = base_backend.tokenizer.eos_token_id
-        alone.append(base_backend.tokenizer.decode(new[: new.index(eos)] if eos in new else new,
-                                                   skip_special_tokens=True))
+        alone.append(
+            base_backend.tokenizer.decode(
+                new[: new.index(eos)] if eos in new else new, skip_special_tokens=True
+            )
+        )
     assert [c.text for c in batched] == alone
 
 
@@ -130,8 +139,9 @@ def test_peft_adapter_changes_the_output(base_backend, tmp_path):
     # The backend folds the adapter into the weights; the unmerged PeftModel says the same.
     from peft import PeftModel
 
-    unmerged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(materialize("smollm2")),
-                                         str(tmp_path / "adapter"))
+    unmerged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(materialize("smollm2")), str(tmp_path / "adapter")
+    )
     assert not isinstance(with_adapter.model, PeftModel)
     base_backend_model = base_backend.model
     try:
@@ -148,19 +158,28 @@ def test_adapter_trained_for_another_base_is_refused(tmp_path):
     adapter = tmp_path / "a"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
-    (adapter / "llmeval_adapter.json").write_text(json.dumps({"base_model": "meta-llama/Meta-Llama-3-8B-Instruct"}))
+    (adapter / "llmeval_adapter.json").write_text(
+        json.dumps({"base_model": "meta-llama/Meta-Llama-3-8B-Instruct"})
+    )
     b = HFBackend(_spec(adapter=str(adapter)))
     with pytest.raises(ModelCallError, match="trained for base model 'meta-llama/Meta-Llama-3-8B-Instruct'"):
         b.load()
 
 
 def test_missing_adapter_fails_fast_with_a_clear_message(pytester):
-    pytester.makefile(".yaml", models="models:\n  m:\n    type: hf\n    path: 'embedded:smollm2'\n    adapter: nowhere/adapter\n")
+    pytester.makefile(
+        ".yaml",
+        models="models:\n  m:\n    type: hf\n    path: 'embedded:smollm2'\n    adapter: nowhere/adapter\n",
+    )
     pytester.path.joinpath("cases.jsonl").write_text('{"id": "a", "prompt": "hi"}\n')
-    pytester.makepyfile("from pytest_llmeval import dataset\n@dataset('cases.jsonl')\ndef test_x(case, completion):\n    pass\n")
+    pytester.makepyfile(
+        "from pytest_llmeval import dataset\n@dataset('cases.jsonl')\ndef test_x(case, completion):\n    pass\n"
+    )
     r = pytester.runpytest("--model", "m", "--models-file", "models.yaml")
     assert r.ret == pytest.ExitCode.USAGE_ERROR
-    r.stderr.fnmatch_lines(["*model 'm' cannot run here: needs the adapter nowhere/adapter, which does not exist*"])
+    r.stderr.fnmatch_lines(
+        ["*model 'm' cannot run here: needs the adapter nowhere/adapter, which does not exist*"]
+    )
 
 
 def test_starter_eval_runs_for_real(pytester):
@@ -168,7 +187,9 @@ def test_starter_eval_runs_for_real(pytester):
     for name in ("cases.jsonl", "prompt.md", "test_starter.py"):
         pytester.path.joinpath(name).write_text((root / "evals" / "starter" / name).read_text())
     pytester.path.joinpath("models.yaml").write_text((root / "evals" / "models.yaml").read_text())
-    r = pytester.runpytest("--model", "smollm2", "--models-file", "models.yaml", "--cache", "off", "--no-metrics")
+    r = pytester.runpytest(
+        "--model", "smollm2", "--models-file", "models.yaml", "--cache", "off", "--no-metrics"
+    )
     outcomes = r.parseoutcomes()
     assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 4 and "error" not in outcomes
     r.stdout.fnmatch_lines(["*test_starter.py::test_name_age [[]smollm2[]]: n=4 pass rate*"])

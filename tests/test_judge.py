@@ -56,7 +56,11 @@ RUBRIC = "5 - correct and complete\n3 - partly right\n1 - wrong"
         ('{"score": 1, "reasoning": "contradicts the context"}', 1, "contradicts the context"),
         ('```json\n{"Score": 5, "Reasoning": "ok"}\n```', 5, "ok"),
         ("4", 4, ""),
-        ("SCORE: 3\nREASONING: see below\nSCORE: 5", 3, "see below"),  # the first one wins, and ends the reasoning
+        (
+            "SCORE: 3\nREASONING: see below\nSCORE: 5",
+            3,
+            "see below",
+        ),  # the first one wins, and ends the reasoning
     ],
 )
 def test_parse_verdict_accepts_harmless_variants(reply, score, reasoning):
@@ -526,7 +530,9 @@ def test_judge_from_ini_and_agreement_from_the_calibration_file(judged_project):
 def test_agreement_line_with_xdist(judged_project):
     # The judge runs in the workers; the controller still reports the agreement line.
     result = judged_project.runpytest("--model", "fake", "--judge", "judge", "-n", "2")
-    result.stdout.fnmatch_lines(["*judge agreement with people: judge: unmeasured (no judge_calibration.jsonl*"])
+    result.stdout.fnmatch_lines(
+        ["*judge agreement with people: judge: unmeasured (no judge_calibration.jsonl*"]
+    )
 
 
 def test_unknown_judge_in_a_run_is_an_error_naming_it(judged_project):

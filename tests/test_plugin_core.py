@@ -58,7 +58,10 @@ def test_model_that_cannot_run_fails_fast_once(eval_project, monkeypatch):
         ("models:\n  m:\n    type: hf\n", "*models.yaml: model 'm': missing required key 'path'*"),
         ("models:\n  m: {type: openai, model: x, colour: red}\n", "*model 'm': unknown key 'colour'*"),
         ("models:\n  m: {type: gpu, model: x}\n", "*model 'm': key 'type' must be one of*"),
-        ("models:\n  m: {type: openai, model: x, timeout: fast}\n", "*model 'm': key 'timeout' must be a non-negative number*"),
+        (
+            "models:\n  m: {type: openai, model: x, timeout: fast}\n",
+            "*model 'm': key 'timeout' must be a non-negative number*",
+        ),
         ("models:\n  m: {type: openai\n", "*models.yaml:*invalid YAML*"),
     ],
 )
@@ -74,9 +77,12 @@ def test_malformed_models_yaml_names_file_and_key(eval_project, text, expected):
     ("line", "expected"),
     [
         ('{"id": "x", "prompt": "a"', "*cases.jsonl:2: invalid JSON*"),
-        ('{"id": "easy-001", "prompt": "a"}', "*cases.jsonl:2: duplicate id 'easy-001' (first at *cases.jsonl:1)*"),
+        (
+            '{"id": "easy-001", "prompt": "a"}',
+            "*cases.jsonl:2: duplicate id 'easy-001' (first at *cases.jsonl:1)*",
+        ),
         ('{"id": ["x"], "prompt": "a"}', "*cases.jsonl:2: 'id' must be a string or integer*"),
-        ('[1, 2]', "*cases.jsonl:2: a case must be an object*"),
+        ("[1, 2]", "*cases.jsonl:2: a case must be an object*"),
         ('{"id": "z", "tags": "bad tag!"}', "*cases.jsonl:2: tag 'bad tag!' must be an identifier*"),
     ],
 )
@@ -101,7 +107,9 @@ def test_byte_order_mark_and_line_number_ids(eval_project):
 
 def test_missing_template_field_is_an_item_error_naming_template_field_and_case(eval_project):
     p = eval_project(CASES[:2])
-    p.path.joinpath("prompt.md").write_text("--- system ---\nBe brief.\n--- user ---\n{{ prompt }} {{ missing_field }}\n")
+    p.path.joinpath("prompt.md").write_text(
+        "--- system ---\nBe brief.\n--- user ---\n{{ prompt }} {{ missing_field }}\n"
+    )
     p.makepyfile(
         test_eval=(
             "from pytest_llmeval import dataset, scorers\n\n"
@@ -139,7 +147,9 @@ def test_summary_is_the_same_with_xdist(eval_project):
     p = eval_project(CASES)
     result = p.runpytest("--model", "fake", "-n", "2")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["test_eval.py::test_echo [[]fake[]]: n=3 pass rate 66.7% (2 passed, 1 failed)"])
+    result.stdout.fnmatch_lines(
+        ["test_eval.py::test_echo [[]fake[]]: n=3 pass rate 66.7% (2 passed, 1 failed)"]
+    )
 
 
 def test_model_call_failure_is_an_error_with_its_cause(eval_project, fake_openai):
@@ -205,7 +215,9 @@ def test_model_fixture_generate_for_multi_turn(eval_project):
 
 def test_no_model_selected_means_the_embedded_default(pytester):
     # No --model, no ini key, no models file: the built-in smollm2 (nothing is generated here).
-    pytester.makepyfile("def test_x(model):\n    assert model.name == 'smollm2'\n    assert model.spec.origin == 'built-in'\n")
+    pytester.makepyfile(
+        "def test_x(model):\n    assert model.name == 'smollm2'\n    assert model.spec.origin == 'built-in'\n"
+    )
     result = pytester.runpytest("-v")
     result.stdout.fnmatch_lines(["*test_x?smollm2? PASSED*"])
 

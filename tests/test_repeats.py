@@ -81,7 +81,9 @@ def test_one_item_per_case_with_one_record_per_sample_each_with_its_seed(sampled
     sampled.state["fail"] = lambda cid, seed: cid == "c01" or (cid == "c02" and seed == 1)
     r = p.runpytest("--model", "hot", "--repeat", "3", "-p", "no:randomly", "-v")
     # Item ids are those of a run without repeats: one item per (case, model).
-    r.stdout.fnmatch_lines(["*test_s?hot-c00? PASSED*", "*test_s?hot-c01? FAILED*", "*test_s?hot-c02? PASSED*"])
+    r.stdout.fnmatch_lines(
+        ["*test_s?hot-c00? PASSED*", "*test_s?hot-c01? FAILED*", "*test_s?hot-c02? PASSED*"]
+    )
     assert sum(r.parseoutcomes().get(k, 0) for k in ("passed", "failed")) == 3
     recs = _records(p, r)
     assert len(recs) == 9
@@ -124,7 +126,11 @@ def test_each_sample_has_its_own_cache_entry_and_sample_0_keeps_the_key_of_a_run
 
 @pytest.mark.parametrize(
     ("policy", "outcomes"),
-    [("all", {"passed": 1, "failed": 3}), ("majority", {"passed": 2, "failed": 2}), ("any", {"passed": 3, "failed": 1})],
+    [
+        ("all", {"passed": 1, "failed": 3}),
+        ("majority", {"passed": 2, "failed": 2}),
+        ("any", {"passed": 3, "failed": 1}),
+    ],
 )
 def test_outcome_policies(sampled, policy, outcomes):
     """Cases passing 3, 2, 1 and 0 of 3 samples: all / majority / any pass 1, 2, 3 of them."""
@@ -135,7 +141,12 @@ def test_outcome_policies(sampled, policy, outcomes):
     r.assert_outcomes(**outcomes)
     agg = _summary(p, r)["aggregates"][0]
     # The aggregate counts samples (6 of 12 pass) and reads pass fractions whatever the policy.
-    assert (agg["n"], agg["passed"], agg["repeats"]["pass_at_k"], agg["repeats"]["pass_all_k"]) == (12, 6, 0.75, 0.25)
+    assert (agg["n"], agg["passed"], agg["repeats"]["pass_at_k"], agg["repeats"]["pass_all_k"]) == (
+        12,
+        6,
+        0.75,
+        0.25,
+    )
     assert {c: v["passed"] for c, v in agg["cases"].items()} == {
         "all": {"c00": True, "c01": False, "c02": False, "c03": False},
         "majority": {"c00": True, "c01": True, "c02": False, "c03": False},
@@ -224,11 +235,15 @@ def test_metrics_db_keeps_a_row_per_sample_and_llmeval_flaky_lists_cases_across_
     sampled.state["fail"] = lambda cid, seed: cid == "c01"  # without repeats: c01 flips between runs
     p.runpytest("--model", "hot")
     conn = sqlite3.connect(p.path / "metrics.db")
-    rows = conn.execute("SELECT nodeid, case_id, sample, samples, outcome FROM results ORDER BY rowid").fetchall()
+    rows = conn.execute(
+        "SELECT nodeid, case_id, sample, samples, outcome FROM results ORDER BY rowid"
+    ).fetchall()
     assert len(rows) == 9 + 3
     assert ("test_eval.py::test_s[hot-c02]#s1", "c02", 1, 3, "failed") in rows
     assert ("test_eval.py::test_s[hot-c02]", "c02", 0, 1, "passed") in rows
-    metrics = dict(conn.execute("SELECT metric, value FROM aggregates WHERE metric LIKE 'pass%' OR metric = 'flaky'"))
+    metrics = dict(
+        conn.execute("SELECT metric, value FROM aggregates WHERE metric LIKE 'pass%' OR metric = 'flaky'")
+    )
     assert metrics["pass_at_k"] == 1.0 and metrics["flaky"] == 1.0
     capsys.readouterr()
     assert main(["flaky", "--db", str(p.path / "metrics.db"), "--last", "2", "--json"]) == 0

@@ -268,7 +268,12 @@ def test_plain():
 
 # A judge calibration file with markup in it: the agreement line quotes what the file says.
 HOSTILE_CALIBRATION = {
-    "agreement": {"exact": 0.5, "within_one": 0.9, "kappa_quadratic": 0.81, "n": "40 <img src=x onerror=alert(3)>"},
+    "agreement": {
+        "exact": 0.5,
+        "within_one": 0.9,
+        "kappa_quadratic": 0.81,
+        "n": "40 <img src=x onerror=alert(3)>",
+    },
     "date": "2026-12-02",
 }
 
@@ -315,7 +320,9 @@ def test_hostile_outputs_render_inert_in_headless_chromium(pytester: pytest.Pyte
         pytester.path.joinpath("baseline.json").write_text(json.dumps(_baseline()))
         pytester.makepyfile(test_evals=HOSTILE_TEST)
         (pytester.path / "data").mkdir()
-        (pytester.path / "data" / "judge_calibration-smollm2.json").write_text(json.dumps(HOSTILE_CALIBRATION))
+        (pytester.path / "data" / "judge_calibration-smollm2.json").write_text(
+            json.dumps(HOSTILE_CALIBRATION)
+        )
         out = pytester.path / "out"
         result = pytester.runpytest_subprocess(
             "--model",

@@ -131,7 +131,9 @@ def test_cache_key_changes_when_the_adapter_changes(tmp_path):
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text('{"r": 8}')
     (adapter / "adapter_model.safetensors").write_bytes(b"weights-v1")
-    spec = parse_models({"models": {"m": {"type": "hf", "path": "embedded:smollm2", "adapter": str(adapter)}}})["m"]
+    spec = parse_models(
+        {"models": {"m": {"type": "hf", "path": "embedded:smollm2", "adapter": str(adapter)}}}
+    )["m"]
     first = spec.identity()
     assert spec.identity() == first
     (adapter / "adapter_model.safetensors").write_bytes(b"weights-v2")
@@ -174,7 +176,9 @@ def test_retry_after_429_honours_retry_after(pytester):
                 "    assert completion.retries == 2\n"
             )
         )
-        result = pytester.runpytest("--model", "fake", "--models-file", "models.yaml", "--cache", "off", "--no-metrics")
+        result = pytester.runpytest(
+            "--model", "fake", "--models-file", "models.yaml", "--cache", "off", "--no-metrics"
+        )
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines(["*retries 2*"])
         assert len(srv.times) == 3
@@ -185,7 +189,9 @@ def test_retry_after_429_honours_retry_after(pytester):
 def test_budget_stops_submitting_and_skips_the_rest(recorder_project):
     # Each call costs $0.004; the budget allows two calls (checked before each batch of 1).
     p = recorder_project(6, batch_size=1)
-    result = p.runpytest("--model", "rec", "--cache", "off", "--max-cost", "0.007", "-p", "no:randomly", "-rs")
+    result = p.runpytest(
+        "--model", "rec", "--cache", "off", "--max-cost", "0.007", "-p", "no:randomly", "-rs"
+    )
     result.assert_outcomes(passed=2, skipped=4)
     result.stdout.fnmatch_lines(["*budget of $0.0070 reached*"])
     result.stdout.fnmatch_lines(["*n=2 pass rate 100.0% (2 passed, 0 failed, 4 skipped)*"])
@@ -194,7 +200,9 @@ def test_budget_stops_submitting_and_skips_the_rest(recorder_project):
 def test_estimate_cost_with_collect_only(recorder_project):
     p = recorder_project(4)
     result = p.runpytest("--model", "rec", "--collect-only", "--estimate-cost", "-q")
-    result.stdout.fnmatch_lines(["*llmeval cost estimate*", "*rec: 4 items, ~* prompt tokens, <= 32 completion tokens*"])
+    result.stdout.fnmatch_lines(
+        ["*llmeval cost estimate*", "*rec: 4 items, ~* prompt tokens, <= 32 completion tokens*"]
+    )
     assert recorder_project.batches() == []
 
 
@@ -204,10 +212,14 @@ def test_progress_line_is_quiet_with_q(recorder_project, monkeypatch):
     # A subprocess, so pytest captures fd 1 for real while items wait for their completions.
     loud = p.runpytest_subprocess("--model", "rec", "--cache", "off", "-o", "llmeval_progress_every=0.5")
     lines = [ln for ln in loud.stdout.lines if "[llmeval] generated" in ln]
-    assert lines and all(ln.startswith("[llmeval] generated ") and "/12 (0 cached" in ln for ln in lines), lines
+    assert lines and all(ln.startswith("[llmeval] generated ") and "/12 (0 cached" in ln for ln in lines), (
+        lines
+    )
     done = [int(ln.split()[2].split("/")[0]) for ln in lines]
     assert done == sorted(set(done)), lines  # a new line only when there is progress to show
-    quiet = p.runpytest_subprocess("--model", "rec", "--cache", "off", "-q", "-o", "llmeval_progress_every=0.5")
+    quiet = p.runpytest_subprocess(
+        "--model", "rec", "--cache", "off", "-q", "-o", "llmeval_progress_every=0.5"
+    )
     assert "[llmeval] generated" not in quiet.stdout.str()
 
 
@@ -224,7 +236,9 @@ def test_server_concurrency_is_bounded(pytester):
                 "    scorers.exact_match(completion.text, case['expected'])\n"
             )
         )
-        r = pytester.runpytest("--model", "fake", "--models-file", "models.yaml", "--cache", "off", "--no-metrics")
+        r = pytester.runpytest(
+            "--model", "fake", "--models-file", "models.yaml", "--cache", "off", "--no-metrics"
+        )
         r.assert_outcomes(passed=16)
         assert srv.max_in_flight == 4
         # 16 requests of 0.2 s in 4 lanes: the last one starts about 0.6 s after the first.
@@ -294,7 +308,9 @@ def test_cache_get_many_spans_query_chunks(tmp_path):
 
     cache = ResponseCache(tmp_path / "c.sqlite")
     for i in range(1200):
-        cache.put(f"k{i}", Completion(text=f"t{i}", latency_s=0.5, prompt_tokens=3, completion_tokens=i, model="m"))
+        cache.put(
+            f"k{i}", Completion(text=f"t{i}", latency_s=0.5, prompt_tokens=3, completion_tokens=i, model="m")
+        )
     keys = [f"k{i}" for i in range(1300)]  # 100 without an entry; three chunks of up to 500
     found = cache.get_many(keys)
     assert len(found) == 1200 and found["k1199"].text == "t1199" and found["k7"].completion_tokens == 7

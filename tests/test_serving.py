@@ -57,7 +57,9 @@ SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMER
 
 
 def _spec(name: str = "m", **kw) -> VLLMServerSpec:
-    return VLLMServerSpec(name=name, type="vllm_server", model=kw.pop("model", BASE), source="models.yaml", **kw)
+    return VLLMServerSpec(
+        name=name, type="vllm_server", model=kw.pop("model", BASE), source="models.yaml", **kw
+    )
 
 
 def _make_adapter(path: Path) -> Path:

@@ -365,7 +365,9 @@ def test_migrations_upgrade_an_older_database(tmp_path: Path, monkeypatch: pytes
     assert conn.execute("SELECT id, note FROM runs").fetchall()[0]["id"] == "old"
     conn.close()
     # A step that fails leaves the database at the previous version.
-    monkeypatch.setattr(metrics_db, "MIGRATIONS", [*metrics_db.MIGRATIONS, ("ALTER TABLE nowhere ADD COLUMN x",)])
+    monkeypatch.setattr(
+        metrics_db, "MIGRATIONS", [*metrics_db.MIGRATIONS, ("ALTER TABLE nowhere ADD COLUMN x",)]
+    )
     with pytest.raises(store.StoreError):
         metrics_db.connect(db)
     conn = sqlite3.connect(db)

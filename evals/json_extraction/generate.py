@@ -1477,7 +1477,12 @@ def nfc(value: Any) -> Any:
 
 
 def make_case(
-    cid: str, level: str, family: str, text: str, expected: dict[str, Any], schema: dict[str, Any] | None = None
+    cid: str,
+    level: str,
+    family: str,
+    text: str,
+    expected: dict[str, Any],
+    schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     tags = [level, family]
     text = re.sub(r"\.\.(?=\s|$)", ".", text)  # "Inc." at the end of a sentence
@@ -1526,7 +1531,9 @@ def build() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             fam = generic[len(train) % len(generic)]
             title, fields = sf.TRAIN_FAMILIES[fam]
             text, exp = sf.render(g, sys.modules[__name__], title, fields, level)
-            train.append(make_case(f"train-{len(train) + 1:04d}", level, fam, text, exp, generic_schema(fields)))
+            train.append(
+                make_case(f"train-{len(train) + 1:04d}", level, fam, text, exp, generic_schema(fields))
+            )
             continue
         while True:
             text, exp = GENERATORS[family](g, level)
@@ -1552,7 +1559,9 @@ def build_unseen() -> list[dict[str, Any]]:
         for level, n in N_UNSEEN_PER_FAMILY.items():
             for _ in range(n):
                 text, exp = sf.render(g, sys.modules[__name__], title, fields, level)
-                case = make_case(f"unseen-{len(cases) + 1:03d}", level, fam, text, exp, generic_schema(fields))
+                case = make_case(
+                    f"unseen-{len(cases) + 1:03d}", level, fam, text, exp, generic_schema(fields)
+                )
                 case["tags"].append("unseen")
                 cases.append(case)
     return cases

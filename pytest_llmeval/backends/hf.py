@@ -250,8 +250,14 @@ def use_cpu_attention(model: Any, device: Any) -> None:
         model.set_attn_implementation(_register_cpu_attention())
 
 
-def generate_tokens(model: Any, prompts: list[list[int]], pad_token_id: int, max_new_tokens: int,
-                    device: Any = "cpu", **gen_kwargs: Any) -> list[list[int]]:
+def generate_tokens(
+    model: Any,
+    prompts: list[list[int]],
+    pad_token_id: int,
+    max_new_tokens: int,
+    device: Any = "cpu",
+    **gen_kwargs: Any,
+) -> list[list[int]]:
     """New token ids for each prompt, generated as one left-padded batch (greedy unless told).
 
     Where every layer keeps a plain key/value cache, the shared prompt prefixes are
@@ -286,16 +292,30 @@ def _register_cpu_attention() -> str:
     return CPU_ATTENTION
 
 
-def _sdpa_gqa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-              dropout: float = 0.0, scaling: float | None = None, **_: Any) -> tuple[Any, None]:
+def _sdpa_gqa(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **_: Any,
+) -> tuple[Any, None]:
     """transformers' SDPA attention, with KV heads broadcast (``enable_gqa``) instead of copied."""
     import torch.nn.functional as F
 
     # As in transformers: without a mask, a multi-token query is causal (prompt pass).
     causal = query.shape[2] > 1 and attention_mask is None
     out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=dropout if module.training else 0.0,
-        scale=scaling, is_causal=causal, enable_gqa=True,
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout if module.training else 0.0,
+        scale=scaling,
+        is_causal=causal,
+        enable_gqa=True,
     )
     return out.transpose(1, 2).contiguous(), None
 
@@ -343,9 +363,17 @@ def prefill_prompts(model: Any, prompts: list[list[int]], on_prompt: Any) -> Non
         while shared < end and all(prompts[r][shared] == first[shared] for r in rows):
             shared += 1
         if shared > start:
-            cache = DynamicCache(ddp_cache_data=kv, config=model.config) if kv else DynamicCache(config=model.config)
-            model(input_ids=torch.tensor([first[start:shared]], device=device), past_key_values=cache,
-                  use_cache=True, logits_to_keep=1)
+            cache = (
+                DynamicCache(ddp_cache_data=kv, config=model.config)
+                if kv
+                else DynamicCache(config=model.config)
+            )
+            model(
+                input_ids=torch.tensor([first[start:shared]], device=device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             kv = [(layer.keys, layer.values) for layer in cache.layers]
         branches: dict[int, list[int]] = {}
         for r in rows:

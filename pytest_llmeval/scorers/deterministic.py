@@ -160,8 +160,9 @@ def field_accuracy(data: Any, expected: Any, *, at_least: float = 1.0) -> Score:
 _JSON_TYPES = {
     "string": lambda v: isinstance(v, str),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
-    or (isinstance(v, float) and v.is_integer()),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    ),
     "boolean": lambda v: isinstance(v, bool),
     "array": lambda v: isinstance(v, list),
     "object": lambda v: isinstance(v, dict),
@@ -218,7 +219,9 @@ def exact_match(
 
     accepted = [expected] if isinstance(expected, str) else list(expected)
     ok = any(norm(got) == norm(a) for a in accepted)
-    expl = "" if ok else f"expected {_short(accepted[0] if len(accepted) == 1 else accepted)}, got {_short(got)}"
+    expl = (
+        "" if ok else f"expected {_short(accepted[0] if len(accepted) == 1 else accepted)}, got {_short(got)}"
+    )
     return record(make_score("exact_match", 1.0 if ok else 0.0, at_least, expl))
 
 
@@ -248,7 +251,9 @@ def contains(
     return record(make_score("contains", value, threshold, expl))
 
 
-def regex(text: str, pattern: str, *, flags: int = 0, fullmatch: bool = False, at_least: float = 1.0) -> Score:
+def regex(
+    text: str, pattern: str, *, flags: int = 0, fullmatch: bool = False, at_least: float = 1.0
+) -> Score:
     """1 if ``pattern`` matches ``text`` (search, or fullmatch)."""
     __tracebackhide__ = True
     rx = re.compile(pattern, flags)
@@ -296,7 +301,127 @@ def key_facts(text: str, facts: list[str], *, at_least: float = 1.0) -> Score:
 
 
 _STOP = set(
-    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "their", "they", "them", "he", "she", "his", "her", "him", "we", "our", "you", "your", "i", "me", "my", "not", "no", "yes", "do", "does", "did", "done", "has", "have", "had", "will", "would", "can", "could", "should", "may", "might", "must", "than", "then", "so", "such", "also", "very", "more", "most", "less", "least", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "all", "any", "both", "each", "few", "other", "some", "only", "own", "same", "too", "just", "about", "into", "over", "after", "before", "under", "between", "during", "through", "up", "down", "out", "off", "again", "further", "once", "here", "answer", "context", "question", "according", "based", "passage", "text"]
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "their",
+        "they",
+        "them",
+        "he",
+        "she",
+        "his",
+        "her",
+        "him",
+        "we",
+        "our",
+        "you",
+        "your",
+        "i",
+        "me",
+        "my",
+        "not",
+        "no",
+        "yes",
+        "do",
+        "does",
+        "did",
+        "done",
+        "has",
+        "have",
+        "had",
+        "will",
+        "would",
+        "can",
+        "could",
+        "should",
+        "may",
+        "might",
+        "must",
+        "than",
+        "then",
+        "so",
+        "such",
+        "also",
+        "very",
+        "more",
+        "most",
+        "less",
+        "least",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "all",
+        "any",
+        "both",
+        "each",
+        "few",
+        "other",
+        "some",
+        "only",
+        "own",
+        "same",
+        "too",
+        "just",
+        "about",
+        "into",
+        "over",
+        "after",
+        "before",
+        "under",
+        "between",
+        "during",
+        "through",
+        "up",
+        "down",
+        "out",
+        "off",
+        "again",
+        "further",
+        "once",
+        "here",
+        "answer",
+        "context",
+        "question",
+        "according",
+        "based",
+        "passage",
+        "text",
+    ]
 )
 
 
