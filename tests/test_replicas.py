@@ -115,7 +115,8 @@ def test_all_replicas_down_fails_fast_and_says_so(pytester: pytest.Pytester) -> 
     dead = [f"http://127.0.0.1:{_free_port()}/v1", f"http://127.0.0.1:{_free_port()}/v1"]
     _project(pytester, dead, 6)
     started = time.monotonic()
-    result = pytester.runpytest(*ARGS)
+    # Its own process, as a user's run is (see test_trust's fail-fast test for why).
+    result = pytester.runpytest_subprocess(*ARGS, timeout=120)
     assert time.monotonic() - started < 60
     # The preflight check (one request per model before any item) ends the session at once,
     # naming every replica and why it did not answer; no item runs against a dead deployment.
