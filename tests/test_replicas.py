@@ -189,8 +189,15 @@ def test_the_cache_identity_is_the_deployment_not_a_replica() -> None:
     ]
     assert named[0].identity() == named[1].identity() != one.identity()
     assert deployment_key(None, ["http://b/", "http://a"]) == "replicas:http://a,http://b"
-    # A model without replicas keeps the identity its cache entries were written under.
-    assert _spec().identity() == json.dumps({"type": "openai", "path": None, "model": "m"}, sort_keys=True)
+    # A model without replicas is identified by its one endpoint (issue 19: no cross-endpoint cache hits).
+    plain = {
+        "type": "openai",
+        "path": None,
+        "model": "m",
+        "endpoint": "https://api.openai.com/v1",
+        "served_model": "m",
+    }
+    assert _spec().identity() == json.dumps(plain, sort_keys=True)
 
 
 def test_vllm_server_replicas_start_no_server(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from test_tracing import _closed_port as closed_port
 from pytest_llmeval import cli, redact
 from pytest_llmeval.backends.hf import HFSpec
 from pytest_llmeval.model_checks import adapter_identity, path_fingerprint
-from pytest_llmeval.models import load_models
+from pytest_llmeval.models import known_models
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_FILE = (
@@ -148,7 +148,7 @@ def test_two_endpoints_with_one_model_name_never_share_cached_answers(pytester: 
 
 def test_remote_identity_normalises_the_endpoint_and_local_identities_are_unchanged(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    specs = load_models(REPO / "evals" / "models.yaml")
+    specs = known_models(REPO / "evals" / "models.yaml")  # smollm2 and smollm2-vllm are built in
     # Local models keep the identity of every cache entry written so far, byte for byte.
     hf = specs["smollm2"]
     assert isinstance(hf, HFSpec)
