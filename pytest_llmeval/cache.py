@@ -52,6 +52,9 @@ CREATE INDEX IF NOT EXISTS key_parts_request ON key_parts(request);
 REPLAYED_EXTRA = ("batch_size", "time_to_last_token_s", "s_per_token", "output_bytes", "output_limit")
 
 
+CONNECT_ATTEMPTS = 20
+
+
 class ResponseCache:
     """Get and put completions by request key, honouring a mode (rw, ro, off, refresh)."""
 
@@ -71,22 +74,41 @@ class ResponseCache:
         if self._broken or self.mode == "off":
             return None
         if self._conn is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute(SCHEMA)
+            # xdist workers open a new cache file at the same moment: switching it to WAL and
+            # creating its tables can answer "database is locked" at once (SQLite does not
+            # always wait its busy timeout for that), so a locked start is retried, not fatal.
+            for attempt in range(CONNECT_ATTEMPTS):
                 try:
-                    conn.executescript(PARTS_SCHEMA)
-                    self._parts = True
-                except sqlite3.OperationalError:  # a read-only cache from an older version: no extras
-                    self._parts = False
-                self._conn = conn
-            except sqlite3.Error as e:
-                self._disable(e)
-                return None
+                    self._conn = self._open()
+                    break
+                except sqlite3.OperationalError as e:
+                    if ("locked" not in str(e) and "busy" not in str(e)) or attempt == CONNECT_ATTEMPTS - 1:
+                        self._disable(e)
+                        return None
+                    time.sleep(0.05 * (attempt + 1))
+                except sqlite3.Error as e:
+                    self._disable(e)
+                    return None
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(SCHEMA)
+            try:
+                conn.executescript(PARTS_SCHEMA)
+                self._parts = True
+            except sqlite3.OperationalError as e:  # a read-only cache from an older version: no extras
+                if "locked" in str(e) or "busy" in str(e):
+                    raise
+                self._parts = False
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _disable(self, err: Exception) -> None:
         self._broken = True

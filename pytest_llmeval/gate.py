@@ -38,6 +38,7 @@ from .comparison import (  # noqa: F401  (re-exported: the paired statistics the
     paired_pass_rates,
     paired_values,
 )
+from .errors import ConfigError  # noqa: F401  (re-exported: what a bad gate input raises)
 from .stats import (
     ALPHA,
     bootstrap_delta,

@@ -229,12 +229,19 @@ class Generation:
         # Skips and failures are raised after the except blocks, so the report shows the
         # cause once, not again as "During handling of the above exception...".
         skip = fail = None
+        ticks_since_cancel = 0
         while True:
             try:
                 comp = job.future.result(timeout=self.progress.tick_s)
                 break
             except TimeoutError:
                 self._progress()
+                # A backstop, not the path: once the session stops, lanes resolve every job;
+                # should one be missed, its item must not wait forever.
+                ticks_since_cancel += sched.cancelled.is_set()
+                if ticks_since_cancel > 2:
+                    skip = "cancelled: the session is stopping"
+                    break
             except BudgetExceeded as e:
                 skip = str(e)
                 break

@@ -63,9 +63,9 @@ class _Lane:
                     job.future.cancel()
             self.cv.notify_all()
         if getattr(self, "pool", None) is not None:
+            # Jobs queued in the pool but not started are cancelled there; _submit_to_pool's
+            # callback resolves their futures, or their items would wait forever.
             self.pool.shutdown(wait=False, cancel_futures=cancel)
-        if getattr(self, "backend", None) is not None and not cancel:
-            pass
 
     def _take(self, n: int) -> list[Job]:
         with self.cv:
@@ -134,10 +134,21 @@ class _Lane:
                     continue
             if self.pool is not None:
                 for job in jobs:
-                    self.pool.submit(self._one, job)
+                    self._submit_to_pool(job)
                 continue
             for group in _batches(jobs, size, self.backend) if batch_mode else [[j] for j in jobs]:
                 self._batch(group)
+
+    def _submit_to_pool(self, job: Job) -> None:
+        # Every job's future must end resolved: a pool that was shut down (the session is
+        # stopping) refuses new work, and cancels work it had not started.
+        assert self.pool is not None
+        try:
+            pool_future = self.pool.submit(self._one, job)
+        except RuntimeError:
+            _cancel(job)
+            return
+        pool_future.add_done_callback(lambda f: _cancel(job) if f.cancelled() else None)
 
     def _one(self, job: Job) -> None:
         if self.sched.cancelled.is_set():
@@ -202,6 +213,15 @@ class _Lane:
             comp.extra["cache"] = cache_info(job, key, self.identity, self.sched.cache.mode)
         self.sched.stats.finish(True, cost=comp.cost)
         job.future.set_result(comp)
+
+
+def _cancel(job: Job) -> None:
+    """Resolve a job that will never run (its future may already be running)."""
+    if not job.future.done():
+        try:
+            job.future.set_exception(ModelCallError("cancelled"))
+        except Exception:  # resolved meanwhile by another thread
+            pass
 
 
 def _batches(jobs: list[Job], size: int, backend: Backend) -> list[list[Job]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +11,14 @@ from pathlib import Path
 import numpy  # noqa: F401  (imported once here: pytester's in-process runs must not re-import it)
 import pytest
 import torch  # noqa: F401  (same: an inner run that imported it would leave a half-removed copy)
+
+# Same for the HTTP stacks (httpx/httpcore for vLLM's health checks, httpx2/httpcore2 under the
+# openai SDK): httpx maps the httpcore exception classes it met first into its own; an inner run
+# that imported httpcore afresh then raised a second copy's ConnectError, which escaped unmapped
+# (a raw httpcore.ConnectError from wait_ready, a replica fail-over that never happened).
+for _name in ("httpcore", "httpx", "httpcore2", "httpx2", "openai"):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_name)
 
 sys.path.insert(0, str(Path(__file__).parent))
 

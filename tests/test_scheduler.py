@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -154,12 +153,10 @@ def test_xdist_workers_share_the_cache(recorder_project):
 def test_exitfirst_cancels_outstanding_work(recorder_project, monkeypatch):
     monkeypatch.setenv("REC_DELAY", "0.3")
     p = recorder_project(30, batch_size=1, fail=(0,))
-    started = time.monotonic()
     result = p.runpytest("--model", "rec", "--cache", "off", "-x", "-p", "no:randomly")
-    elapsed = time.monotonic() - started
     result.assert_outcomes(failed=1)
+    # Counted, not timed: of 30 requests, only those already in flight at the failure ran.
     assert len(recorder_project.batches()) < 10, "outstanding requests kept generating after -x"
-    assert elapsed < 6
     assert "Traceback" not in result.stdout.str().split("short test summary")[0].split("FAILURES")[0]
 
 
@@ -240,9 +237,9 @@ def test_server_concurrency_is_bounded(pytester):
             "--model", "fake", "--models-file", "models.yaml", "--cache", "off", "--no-metrics"
         )
         r.assert_outcomes(passed=16)
+        # Four at once shows both halves: requests overlap (not serial) and never exceed the
+        # bound. No wall-clock check: on a loaded CI machine timing says nothing.
         assert srv.max_in_flight == 4
-        # 16 requests of 0.2 s in 4 lanes: the last one starts about 0.6 s after the first.
-        assert srv.times[-1] - srv.times[0] < 16 * 0.2 / 2
 
 
 def test_in_process_models_take_turns_on_one_device():
