@@ -271,13 +271,13 @@ class JudgeStage:
 
     def measures(self, worker_uses: list[list[dict[str, Any]]] | None = None) -> tuple[Any, ...]:
         """Measure every judge used here or in the xdist workers (controller, before the scheduler stops)."""
-        from .judge_measure import measure
-
         uses = merge_uses(
             [list(self.uses.values()), *[[JudgeUse.from_dict(d) for d in w] for w in worker_uses or []]]
         )
         if not uses:
             return ()
+        from .judge_measure import measure  # numpy: only a run that used a judge pays for it
+
         specs = self.generation.selection.specs()
         sched = self.generation.scheduler() if any(u.calibration for u in uses) else None
         return tuple(measure(sched, specs, u, Path(self.config.rootpath)) for u in uses)
