@@ -18,17 +18,12 @@ import re
 import unicodedata
 from typing import Any
 
-from ._base import Score, make_score, record
+from ._base import Score, make_score, normalize_text, record
+from .grounding import faithfulness, key_facts  # noqa: F401  (re-exported: the grounding scorers)
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
 _MISSING = object()
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-
-
-def normalize_text(value: Any) -> str:
-    """NFC, casefold, collapse whitespace, strip."""
-    s = unicodedata.normalize("NFC", str(value)).casefold()
-    return " ".join(s.split())
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -277,7 +272,3 @@ def numeric_close(
     ok = n is not None and math.isclose(n, float(expected), rel_tol=rel_tol, abs_tol=abs_tol)
     expl = "" if ok else f"expected {expected}, got {_short(got)}"
     return record(make_score("numeric_close", 1.0 if ok else 0.0, at_least, expl))
-
-
-# Imported last: grounding.py imports normalize_text from this module.
-from .grounding import faithfulness, key_facts  # noqa: E402, F401  (re-exported: the grounding scorers)

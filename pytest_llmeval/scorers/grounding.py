@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 
-from ._base import Score, make_score, record
-from .deterministic import normalize_text
+from ._base import Score, make_score, normalize_text, record
 
 
 def _norm_fact_text(s: str) -> str:
