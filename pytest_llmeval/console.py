@@ -29,6 +29,9 @@ def write_line(config: pytest.Config, line: str, **markup: bool) -> None:
             if progress is not None:
                 progress.clear()
             tr.ensure_newline()
+            tw = getattr(tr, "_tw", None)
+            if tw is not None and tw.width_of_current_line:  # xdist's dots leave the line open
+                tw.line()
             tr.write_line(line, **markup)
         tr.flush()  # a log (CI) gets the line now, not when pytest next writes a result
 

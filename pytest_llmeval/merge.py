@@ -214,6 +214,7 @@ def merge(runs: Sequence[ShardRun], gate: GateOptions, *, run_id: str, run_dir: 
     runs = sorted(runs, key=lambda r: r.shard.index if r.shard else 0)
     first = runs[0].run
     records = [rec for r in runs for rec in r.records]
+    judges = merged_judges(runs)
     notes = {r.summary.get("judge_agreement") for r in runs} - {None}
     return build_outcome(
         gate=gate,
@@ -232,7 +233,45 @@ def merge(runs: Sequence[ShardRun], gate: GateOptions, *, run_id: str, run_dir: 
         report_path=None if run_dir is None else run_dir / "report.html",
         run_dir=run_dir,
         estimate_lines=[],
+        judges=judges,
     )
+
+
+# The figures of a judge's measurement: shards that measured one judge on one calibration file
+# must agree on them (greedy judging through one cache gives the same verdicts everywhere).
+_MEASURE_FIGURES = ("n", "kappa", "kappa_low", "kappa_high", "exact", "within_one", "all_agree", "error")
+
+
+def merged_judges(runs: Sequence[ShardRun]) -> tuple[Any, ...]:
+    """The shards' judge measurements as one run's: one per judge, with the union of the tests it graded.
+
+    Each shard measures its judges on the whole calibration file, so a judge measured in two shards
+    has one figure. Where the shards disagree (a sampled judge, a calibration file that changed
+    between shards), no figure is chosen: the judge is merged as unmeasured, saying why, so that a
+    ``judge_kappa`` floor cannot pass on one shard's number.
+    """
+    from dataclasses import replace
+
+    from .judge_measure import JudgeMeasure
+
+    merged: dict[tuple[Any, ...], JudgeMeasure] = {}
+    seen_in: dict[tuple[Any, ...], list[tuple[str, JudgeMeasure]]] = {}
+    for r in runs:
+        for d in r.summary.get("judges") or []:
+            m = JudgeMeasure.from_dict(d)
+            key = (m.model, m.rubric, m.calibration, m.samples)
+            seen_in.setdefault(key, []).append((str(r.shard or r.path), m))
+            have = merged.get(key)
+            tests = tuple(sorted(set(m.tests) | set(have.tests if have else ())))
+            merged[key] = replace(have or m, tests=tests)
+    out = []
+    for key, m in merged.items():
+        figures = {tuple(getattr(x, f) for f in _MEASURE_FIGURES) for _, x in seen_in[key]}
+        if len(figures) > 1:
+            each = "; ".join(f"shard {where}: kappa {x.kappa} (n={x.n})" for where, x in seen_in[key])
+            m = replace(m, error=f"the shards measured it differently ({each})")
+        out.append(m)
+    return tuple(out)
 
 
 def write_merged(

@@ -79,13 +79,20 @@ class HtmlReport:
         self.default_path: Path | None = None
         self.report_path: Path | None = None  # where the page is written, once it is known to be
         self._made_dir: Path | None = None
+        self._run_dir = Path()
         # Eval columns only where eval items can exist: every eval item needs a selected model.
         self.columns = has_models
         if _wants_default_report(config, has_models):
             # pytest-html reads these in its own pytest_configure, which runs after ours (tryfirst).
             run_dir = default_run_dir(config, run_id)
             self.default_path = run_dir / REPORT_NAME
-            self._made_dir = None if run_dir.exists() else run_dir
+            # pytest-html makes the folder, parents included, at configure time: remember the
+            # topmost one that was missing, so that a run without evals leaves none of them.
+            top = run_dir
+            while not top.exists() and not top.parent.exists():
+                top = top.parent
+            self._made_dir = None if run_dir.exists() else top
+            self._run_dir = run_dir
             config.option.htmlpath = str(self.default_path)
             config.option.self_contained_html = True
 
@@ -147,9 +154,15 @@ class HtmlReport:
         self.report_path = Path(path or self.config.option.htmlpath)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        d = self._made_dir
-        if d is not None and d.is_dir() and not any(d.iterdir()):
+        top = self._made_dir
+        if top is None:
+            return
+        d = self._run_dir
+        while d.is_dir() and not any(d.iterdir()):  # empty folders only, from the run's up to top
             d.rmdir()
+            if d == top:
+                break
+            d = d.parent
 
     # -- per item ----------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -52,6 +52,7 @@ class LLMEvalSession:
         self.records.repeat_policy = repeat_policy(config)
         if not self.is_worker:
             self.records.subscribe(GreedyNote(config))
+            self.records.subscribe(self._announce_judge_of)
         self.shard = config.getoption("llmeval_shard", None)  # shards.Shard, from --shard K/N
         self.shard_dropped = 0  # items this shard left to the others
         if self.shard is not None:
@@ -103,6 +104,12 @@ class LLMEvalSession:
                 self.generation.start_servers(used)
         if not self.is_worker and any("judge" in getattr(it, "fixturenames", ()) for it in session.items):
             self.generation.judge_stage.announce()  # which judge grades, and why, when the header did not say
+
+    def _announce_judge_of(self, rec: Any) -> None:
+        # Under xdist the controller collects nothing, so it learns that a test uses the judge
+        # from the first judged record a worker sends; it names the judge then, once.
+        if not self.generation.judge_stage.announced and any(s.get("name") == "judge" for s in rec.scores):
+            self.generation.judge_stage.announce()
 
     def _xdist_controller(self) -> bool:
         return self.config.pluginmanager.hasplugin("dsession")

@@ -25,13 +25,10 @@ PLAIN_TESTS = "def test_one():\n    assert 1 + 1 == 2\n\ndef test_two():\n    as
 
 
 def _files(root: Path) -> set[str]:
-    """Every file under ``root`` except pytest's own cache and bytecode."""
-    skip = (".pytest_cache", "__pycache__")
-    return {
-        str(p.relative_to(root))
-        for p in root.rglob("*")
-        if p.is_file() and not any(s in p.parts for s in skip)
-    }
+    """Every file and folder under ``root`` except pytest's own cache, bytecode and pytest-benchmark's
+    folder (a plugin of this development environment, not ours)."""
+    skip = (".pytest_cache", "__pycache__", ".benchmarks")
+    return {str(p.relative_to(root)) for p in root.rglob("*") if not any(s in p.parts for s in skip)}
 
 
 def _normalised(text: str) -> list[str]:
@@ -45,15 +42,20 @@ def _normalised(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "files",
+    ("files", "args"),
     [
-        {"test_plain.py": PLAIN_TESTS},
-        {"test_plain.py": PLAIN_TESTS, "test_broken.py": "def test_x(:\n"},  # fails at collection
-        {"test_plain.py": PLAIN_TESTS.replace("1 + 1 == 2", "1 + 1 == 3")},  # a failing test
+        ({"test_plain.py": PLAIN_TESTS}, ()),
+        ({"test_plain.py": PLAIN_TESTS, "test_broken.py": "def test_x(:\n"}, ()),  # fails at collection
+        ({"test_plain.py": PLAIN_TESTS.replace("1 + 1 == 2", "1 + 1 == 3")}, ()),  # a failing test
+        # Under xdist the controller collects nothing, so it cannot know at configure time that no
+        # eval item will come: the report folder pytest-html made for it must not stay behind.
+        ({"test_plain.py": PLAIN_TESTS}, ("-n", "2")),
     ],
-    ids=["passing", "collection-error", "failing"],
+    ids=["passing", "collection-error", "failing", "xdist"],
 )
-def test_a_project_without_evals_sees_nothing_of_the_plugin(tmp_path: Path, files: dict[str, str]):
+def test_a_project_without_evals_sees_nothing_of_the_plugin(
+    tmp_path: Path, files: dict[str, str], args: tuple[str, ...]
+):
     # A fresh project: no conftest, no ini, no models file; only the installed plugin.
     proj = tmp_path / "project"
     proj.mkdir()
@@ -72,9 +74,9 @@ def test_a_project_without_evals_sees_nothing_of_the_plugin(tmp_path: Path, file
             timeout=300,
         )
 
-    without = run("-p", "no:llmeval")
+    without = run("-p", "no:llmeval", *args)
     assert _files(proj) == before
-    with_plugin = run()
+    with_plugin = run(*args)
     # Nothing written (no metrics database, run folder, response cache or report) ...
     assert _files(proj) == before, _files(proj) - before
     # ... the same exit status and the same output, apart from the plugin's name in the header.

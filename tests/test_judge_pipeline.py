@@ -266,6 +266,20 @@ def test_the_header_names_the_judge_and_why(project):
     assert "fake" not in default.stdout.str().split("llmeval: judge ", 1)[1].split(" ", 1)[0]
 
 
+def test_under_xdist_the_default_judge_is_named_once(project, server, monkeypatch):
+    # The controller collects nothing: it names the judge when the first judged record arrives.
+    p = project()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    (p.path / "models.yaml").write_text(
+        _models(server.base_url) + "  gpt-4o-mini:\n    type: openai\n    model: good-judge\n"
+        f"    base_url: {server.base_url}\n    max_retries: 0\n"
+    )
+    result = p.runpytest("--model", "fake", "-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, failed=2)
+    named = [ln for ln in result.outlines if "llmeval: judge " in ln]
+    assert named == ["llmeval: judge gpt-4o-mini (no judge configured; its API key is set)"]
+
+
 @pytest.mark.parametrize(
     ("reply", "score", "reasoning"),
     [
@@ -301,3 +315,50 @@ def test_the_kappa_interval_is_seeded_and_brackets_the_kappa():
     assert low < quadratic_weighted_kappa(human, judge) < high <= 1.0
     assert kappa_interval(human, judge) == (low, high)
     assert kappa_interval([3], [3]) is None
+
+
+def test_merged_shards_keep_the_judge_measure_and_its_floor(project):
+    """`llmeval merge` carries each shard's judge measurement: one per judge, shown and gated as unsharded."""
+    import subprocess
+    import sys
+
+    p = project(cases=["good", "meh", "bad", "fine", "okay", "good"])
+    for k in (1, 2):
+        p.runpytest(*RUN, "--shard", f"{k}/2", "--output", f"runs/shard-{k}")
+
+    def merge(out: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest_llmeval",
+                "merge",
+                "runs/shard-1",
+                "runs/shard-2",
+                "--output",
+                out,
+                *extra,
+            ],
+            cwd=p.path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    merged = merge("runs/merged", "--fail-under", "judge_kappa=0.6")
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert "judge agreement with people: good-judge: kappa 1.00" in merged.stdout
+    judges = json.loads((p.path / "runs/merged/summary.json").read_text())["judges"]
+    assert (
+        len(judges) == 1 and judges[0]["kappa"] == 1.0 and judges[0]["tests"] == ["test_eval.py::test_judged"]
+    )
+    # Shards that measured one judge differently: no figure is picked, and the floor cannot pass on one.
+    other = json.loads((p.path / "runs/shard-2/summary.json").read_text())
+    other["judges"][0]["kappa"] = 0.9
+    (p.path / "runs/shard-2/summary.json").write_text(json.dumps(other))
+    refused = merge("runs/merged-2", "--fail-under", "judge_kappa=0.6")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert (
+        "good-judge: unmeasured (calibration on judge_calibration.jsonl failed: the shards measured it "
+        "differently" in refused.stdout
+    )
