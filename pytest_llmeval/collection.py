@@ -49,6 +49,20 @@ class Collection:
             metafunc.parametrize("case", params, indirect=True)
 
 
+_MARK_KEY = pytest.StashKey[object]()
+_NO_MARK = object()
+
+
+def dataset_mark(item: pytest.Item) -> pytest.Mark | None:
+    """The item's ``llmeval_dataset`` marker, looked up once: several stages read it per item, and
+    pytest walks the node chain on every lookup (a measurable part of the per-item overhead)."""
+    mark = item.stash.get(_MARK_KEY, None)
+    if mark is None:
+        mark = item.get_closest_marker("llmeval_dataset") or _NO_MARK
+        item.stash[_MARK_KEY] = mark
+    return None if mark is _NO_MARK else mark  # type: ignore[return-value]
+
+
 def is_eval_item(item: pytest.Item) -> bool:
     """An item parametrized with a dataset case and a model."""
     cs = getattr(item, "callspec", None)

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 from .backends.base import Completion, Request
-from .collection import is_eval_item
+from .collection import dataset_mark, is_eval_item
 from .console import option_or_ini, output_limit, write_line
 from .dataset import Case
 from .errors import BudgetExceeded, ConfigError, LLMEvalError, ModelCallError, PreflightFailed, TemplateError
 from .prompts import default_messages, load_template
 from .redact import redact, safe_terminal
+from .repeats import plan_for, sample_nodeid, sample_request
 from .selection import ModelSelection
 
 COMPLETION_KEY = pytest.StashKey[Completion]()
@@ -151,7 +152,7 @@ class Generation:
         callspec = item.callspec  # type: ignore[attr-defined]
         case: Case = callspec.params["case"]
         model: str = callspec.params["model"]
-        mark = item.get_closest_marker("llmeval_dataset")
+        mark = dataset_mark(item)
         prompt = mark.kwargs.get("prompt") if mark else None
         if prompt:
             messages = load_template(Path(item.path).parent / prompt).render(case.data, case.id)
@@ -163,14 +164,12 @@ class Generation:
 
     def params_for(self, item: pytest.Item) -> dict[str, Any]:
         """An item's generation parameters: its model's, then its dataset's."""
-        mark = item.get_closest_marker("llmeval_dataset")
+        mark = dataset_mark(item)
         model: str = item.callspec.params["model"]  # type: ignore[attr-defined]
         return {**self.selection.spec(model).params, **((mark.kwargs.get("params") if mark else None) or {})}
 
     def requests_for(self, item: pytest.Item) -> list[tuple[str, str, Request]]:
         """(job key, model, request) of each of an item's samples (one, without repeats; repeats.py)."""
-        from .repeats import plan_for, sample_nodeid, sample_request
-
         model, req = self.request_for(item)
         plan = plan_for(self.config, item, req.param_dict)
         return [(sample_nodeid(item.nodeid, j), model, sample_request(req, j)) for j in range(plan.samples)]
@@ -212,8 +211,6 @@ class Generation:
     def completion_for(self, item: pytest.Item, sample: int = 0) -> Completion:
         """Block until this item's completion (of ``sample``) is ready; errors become item errors with
         their cause."""
-        from .repeats import sample_nodeid
-
         sched = self.scheduler()
         if not sched.enabled:
             self._submit([item])

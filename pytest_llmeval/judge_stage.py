@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import Request
+from .collection import dataset_mark, test_of
 from .judge import (
     FIELD_ORDER,
     build_messages,
@@ -185,7 +186,7 @@ class JudgeStage:
     # -- declared judges ---------------------------------------------------------------------
     @staticmethod
     def spec_of(item: Any) -> JudgeSpec | None:
-        mark = item.get_closest_marker("llmeval_dataset")
+        mark = dataset_mark(item)
         spec = mark.kwargs.get("judge") if mark is not None else None
         return spec if isinstance(spec, JudgeSpec) else None
 
@@ -250,7 +251,6 @@ class JudgeStage:
         self, item: Any, model: str, rubric_path: Path, rubric_text: str, samples: int, aggregate: str
     ) -> None:
         """A judge graded an answer of ``item``: remember it (and its calibration file) for the end of the run."""
-        from .collection import test_of
 
         spec = self.spec_of(item)
         declared = (

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .collection import is_eval_item, test_of
+from .collection import dataset_mark, is_eval_item, test_of
 from .dataset import Case
 from .generation import CALL_ERROR_KEY, COMPLETION_KEY, MESSAGES_KEY
 from .redact import redact
@@ -91,7 +91,7 @@ def make_record(item: pytest.Item, report: pytest.TestReport, call: pytest.CallI
     params = item.callspec.params  # type: ignore[attr-defined]
     case: Case = params["case"]
     comp = item.stash.get(COMPLETION_KEY, None)
-    mark = item.get_closest_marker("llmeval_dataset")
+    mark = dataset_mark(item)
     if report.when == "setup":
         outcome = "skipped" if report.skipped else "error"
     elif report.passed:

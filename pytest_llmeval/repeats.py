@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from .backends.base import Completion, Request
+from .collection import dataset_mark
 from .redact import redact, safe_terminal
 from .results import DEFAULT_SAMPLE_POLICY, SAMPLE_POLICIES, CaseResult, outcome_from_samples
 
@@ -119,7 +120,7 @@ def requested_repeats(config: pytest.Config, item: pytest.Item) -> int:
     cli = config.getoption("llmeval_repeat", None)
     if cli:
         return int(cli)
-    mark = item.get_closest_marker("llmeval_dataset")
+    mark = dataset_mark(item)
     if mark is not None and mark.kwargs.get("repeat") is not None:
         return _positive_int(mark.kwargs["repeat"], f"{item.nodeid}: @dataset(repeat=...)")
     return _positive_int(config.getini("llmeval_repeat") or "1", "ini key llmeval_repeat")
@@ -157,15 +158,15 @@ def call_samples(item: pytest.Function, generation: Any, policy: str) -> bool | 
     failed sample's message), errors (re-raising the first error) or skips, by ``policy``.
     """
     __tracebackhide__ = True  # the failure shows each failed sample's message, not the plugin's frames
-    from .generation import CALL_ERROR_KEY, COMPLETION_KEY
-    from .records import SCORES_KEY
-    from .scorers import _base as scoring
-
     plan = item.stash.get(PLAN_KEY, None)
     if plan is None:
         plan = plan_for(item.config, item, generation.params_for(item))
     if plan.samples <= 1:
         return None
+    from .generation import CALL_ERROR_KEY, COMPLETION_KEY
+    from .records import SCORES_KEY
+    from .scorers import _base as scoring
+
     argnames = item._fixtureinfo.argnames  # the test function's own arguments
     runs: list[SampleRun] = []
     first_store = item.stash.get(SCORES_KEY, [])
