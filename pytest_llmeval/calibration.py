@@ -50,7 +50,7 @@ from .judge import (
     request_params,
     rubric_hash,
 )
-from .models import ModelSpec, builtin_backends, load_models
+from .models import ModelSpec, builtin_backends, known_models
 
 DEFAULT_MODELS_FILE = "evals/models.yaml"
 DEFAULT_CACHE = ".llmeval/cache.sqlite"
@@ -80,7 +80,7 @@ class JudgeRunner:
         from .cache import ResponseCache
         from .scheduler import Scheduler
 
-        specs = load_models(models_file)
+        specs = known_models(models_file)  # the built-in models (smollm2, ...), then the file's
         cache = ResponseCache(cache_path, cache_mode) if cache_path and cache_mode != "off" else None
         runner = cls(specs, None, str(models_file), owned=True)
         runner.scheduler = Scheduler(runner._backend, cache)
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="rw", choices=("rw", "ro", "off", "refresh"), help="cache mode")
     args = parser.parse_args(argv)
     try:
-        judge = args.judge or default_judge_model(load_models(args.models_file))
+        judge = args.judge or default_judge_model(known_models(args.models_file))
         report = run_calibration(
             args.models_file,
             judge,

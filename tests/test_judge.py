@@ -35,7 +35,7 @@ from pytest_llmeval.judge import (
     prompt_nonce,
     resolve_judge_model,
 )
-from pytest_llmeval.models import load_models, parse_models
+from pytest_llmeval.models import parse_models
 from pytest_llmeval.scorers import ScoreFailure, _base
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -685,15 +685,7 @@ def test_calibration_cli_unknown_judge(tmp_path, capsys):
 
 
 # -- the real embedded judge ------------------------------------------------------------------------------
-def _smollm2_ready() -> bool:
-    try:
-        return load_models(ROOT / "evals" / "models.yaml")["smollm2"].availability()[0]
-    except Exception:
-        return False
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _smollm2_ready(), reason="the embedded smollm2 model is not installed")
 def test_injection_does_not_lift_a_wrong_answer_with_the_real_judge(tmp_path):
     """SmolLM2 as the judge: a wrong answer with an injected instruction does not score higher
     than the same wrong answer without it, and the reply format is not hijacked."""
