@@ -152,7 +152,7 @@ class _Lane:
 
     def _one(self, job: Job) -> None:
         if self.sched.cancelled.is_set():
-            job.future.set_exception(ModelCallError("cancelled"))
+            _cancel(job)
             return
         if self._over_budget([job]):
             return
@@ -171,7 +171,7 @@ class _Lane:
     def _batch(self, group: list[Job]) -> None:
         if self.sched.cancelled.is_set():
             for job in group:
-                job.future.set_exception(ModelCallError("cancelled"))
+                _cancel(job)
             return
         if self._over_budget(group):
             return

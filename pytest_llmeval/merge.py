@@ -254,21 +254,18 @@ def merged_judges(runs: Sequence[ShardRun]) -> tuple[Any, ...]:
 
     from .judge_measure import JudgeMeasure
 
-    merged: dict[tuple[Any, ...], JudgeMeasure] = {}
-    seen_in: dict[tuple[Any, ...], list[tuple[str, JudgeMeasure]]] = {}
+    seen_in: dict[tuple[Any, ...], list[tuple[str, JudgeMeasure]]] = {}  # judge -> (shard, its measure)
     for r in runs:
         for d in r.summary.get("judges") or []:
             m = JudgeMeasure.from_dict(d)
-            key = (m.model, m.rubric, m.calibration, m.samples)
-            seen_in.setdefault(key, []).append((str(r.shard or r.path), m))
-            have = merged.get(key)
-            tests = tuple(sorted(set(m.tests) | set(have.tests if have else ())))
-            merged[key] = replace(have or m, tests=tests)
+            seen_in.setdefault((m.model, m.rubric, m.calibration, m.samples), []).append(
+                (str(r.shard or r.path), m)
+            )
     out = []
-    for key, m in merged.items():
-        figures = {tuple(getattr(x, f) for f in _MEASURE_FIGURES) for _, x in seen_in[key]}
-        if len(figures) > 1:
-            each = "; ".join(f"shard {where}: kappa {x.kappa} (n={x.n})" for where, x in seen_in[key])
+    for seen in seen_in.values():
+        m = replace(seen[0][1], tests=tuple(sorted({t for _, x in seen for t in x.tests})))
+        if len({tuple(getattr(x, f) for f in _MEASURE_FIGURES) for _, x in seen}) > 1:
+            each = "; ".join(f"shard {where}: kappa {x.kappa} (n={x.n})" for where, x in seen)
             m = replace(m, error=f"the shards measured it differently ({each})")
         out.append(m)
     return tuple(out)
