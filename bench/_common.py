@@ -34,14 +34,22 @@ def extraction_project(work: Path, n: int, max_tokens: int) -> list[str]:
     return [json.loads(line)["id"] for line in lines]
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, str]:
-    """Wall time and stdout of a whole process; exit 0 or 1 (tests failed) is a run, anything else stops."""
+def timed(
+    cmd: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    ok_codes: tuple[int, ...] = (0, 1),
+    timeout: float | None = None,
+) -> tuple[float, str]:
+    """Wall time and output (stdout, then stderr) of a whole process. By default exit 0 or 1 (tests
+    failed) is a run; a benchmark whose tests must all pass passes ``ok_codes=(0,)``. Any other
+    exit stops the benchmark with the process's output."""
     started = time.perf_counter()
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
     elapsed = time.perf_counter() - started
-    if out.returncode not in (0, 1):
+    if out.returncode not in ok_codes:
         sys.exit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return elapsed, out.stdout
+    return elapsed, out.stdout + out.stderr
 
 
 def extrapolate(t_1: float, t_k: float, k: int, n: int) -> float:

@@ -17,14 +17,14 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from _common import timed
 
 HERE = Path(__file__).parent / "overhead"
 
@@ -75,19 +75,8 @@ def _hanging() -> tuple[str, object]:
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1800,
-    )
-    elapsed = time.perf_counter() - started
-    if out.returncode != 0:
-        sys.exit(f"pytest failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return elapsed, out.stdout + out.stderr
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    return timed(cmd, cwd, env, ok_codes=(0,), timeout=1800)
 
 
 def main() -> None:

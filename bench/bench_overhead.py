@@ -12,11 +12,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _common import timed
 
 HERE = Path(__file__).parent / "overhead"
 
@@ -28,18 +28,8 @@ def run(args: list[str], cwd: Path, code: Path | None = None) -> float:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     if code is not None:
         env["PYTHONPATH"] = str(code)
-    started = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    elapsed = time.perf_counter() - started
-    if out.returncode != 0:
-        sys.exit(f"pytest failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return elapsed
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    return timed(cmd, cwd, env, ok_codes=(0,))[0]  # a failed item would time the failure path
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from .backends.base import Completion
 
+DEFAULT_CACHE = ".llmeval/cache.sqlite"  # relative to the rootdir; ini key llmeval_cache_path
 MODES = ("rw", "ro", "off", "refresh")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CACHE = ".llmeval/cache.sqlite"
+from .cache import DEFAULT_CACHE
+
 RUNS_SEARCHED = 20  # how far back a node id is looked for when the chosen run lacks it
 
 

@@ -35,6 +35,7 @@ from .agreement import (  # noqa: F401  (re-exported: the calibration API)
     within_one_agreement,
 )
 from .backends.base import Request
+from .cache import DEFAULT_CACHE
 from .dataset import load_cases
 from .errors import ConfigError, DatasetError, LLMEvalError
 from .judge import (
@@ -53,7 +54,6 @@ from .judge import (
 from .models import ModelSpec, builtin_backends, known_models
 
 DEFAULT_MODELS_FILE = "evals/models.yaml"
-DEFAULT_CACHE = ".llmeval/cache.sqlite"
 
 
 # -- running the judge outside pytest ------------------------------------------------------

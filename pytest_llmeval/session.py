@@ -52,7 +52,6 @@ class LLMEvalSession:
         self.records.repeat_policy = repeat_policy(config)
         if not self.is_worker:
             self.records.subscribe(GreedyNote(config))
-            self.records.subscribe(self._announce_judge_of)
         self.shard = config.getoption("llmeval_shard", None)  # shards.Shard, from --shard K/N
         self.shard_dropped = 0  # items this shard left to the others
         if self.shard is not None:
@@ -128,6 +127,7 @@ class LLMEvalSession:
             return
         if self._xdist_controller():
             self.generation.start_servers()  # before the workers start; they get the URLs
+            self.records.subscribe(self._announce_judge_of)  # without xdist, collection names the judge
         self._open_outputs()
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
