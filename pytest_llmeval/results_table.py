@@ -1,11 +1,12 @@
-"""``llmeval table``: a stored run as the README's results table, in Markdown.
+"""``llmeval table``: a stored run as the README's results table, in Markdown, and its judges.
 
 One row per (suite, model): the pass rate with its 95% interval (Wilson), the suite's main
 score (field accuracy for JSON extraction), the p95 timing under its honest name (a
 server's request latency, or an in-process batch's time to last token: ``timing.py``), and
 the cost of 1,000 requests at the model's prices from the models file ("$0" for a local
 model). ``--unmeasured MODEL`` appends a row for a model that did not run, saying what it
-needs (``OPENAI_API_KEY``, a GPU) and how to run it.
+needs (``OPENAI_API_KEY``, a GPU) and how to run it. A second table names each judge the run
+used and its measured agreement with people (quadratic kappa with its CI), or "unmeasured" and why.
 """
 
 from __future__ import annotations
@@ -96,6 +97,33 @@ def render_table(run: dict[str, Any], specs: dict[str, Any], unmeasured: list[st
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     for name in unmeasured or []:
         lines.append("| " + " | ".join(_cell(c) for c in unmeasured_row(name, specs)) + " |")
+    return "\n".join(lines) + "\n" + judge_table(run["run"].get("judges"))
+
+
+def judge_table(judges: list[dict[str, Any]] | None) -> str:
+    """The run's judges and their measured agreement with people, as a second table ("" when no
+    judge graded): a judge's scores mean nothing without it, so the table that shows them says it."""
+    if not judges:
+        return ""
+    lines = [
+        "",
+        "| Judge | Graded | Quadratic kappa with people [95% CI] | Exact / within-1 | Calibration |",
+        "|-------|--------|--------------------------------------|------------------|-------------|",
+    ]
+    for j in judges:
+        graded = ", ".join(suite_name(t, list(j.get("tests") or [])) for t in j.get("tests") or []) or "–"
+        if j.get("calibration") and not j.get("error") and j.get("kappa") is not None:
+            kappa = f"{j['kappa']:.2f}"
+            if j.get("kappa_low") is not None:
+                kappa += f" [{j['kappa_low']:.2f}, {j['kappa_high']:.2f}]"
+            agree = f"{j['exact']:.2f} / {j['within_one']:.2f}"
+            where = f"{j['calibration']} (n={j.get('n')})"
+        else:  # the label says why (no calibration file, or the measurement failed)
+            kappa, agree = "unmeasured", "–"
+            where = str(j.get("label") or "no calibration file")
+        lines.append(
+            "| " + " | ".join(_cell(c) for c in (j.get("model"), graded, kappa, agree, where)) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -63,7 +63,7 @@ def load_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     if row is None:
         raise KeyError(f"no run {run_id!r}")
     run = dict(row)
-    for key in ("models", "model_specs", "datasets", "verdict", "stats", "merged_from"):
+    for key in ("models", "model_specs", "datasets", "verdict", "stats", "merged_from", "judges"):
         if run.get(key):
             run[key] = json.loads(run[key])
     result_rows = conn.execute(

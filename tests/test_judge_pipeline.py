@@ -362,3 +362,26 @@ def test_merged_shards_keep_the_judge_measure_and_its_floor(project):
         "good-judge: unmeasured (calibration on judge_calibration.jsonl failed: the shards measured it "
         "differently" in refused.stdout
     )
+
+
+def test_the_results_table_shows_each_judge_and_its_agreement(project, monkeypatch, capsys):
+    """`llmeval table` names every judge of the run beside the suites' rows: measured, or unmeasured and why."""
+    from test_results_table import run_table, table_rows
+
+    p = project()
+    p.runpytest(*RUN).assert_outcomes(passed=2, failed=2)
+    monkeypatch.chdir(p.path)
+    text = run_table(capsys, "--run", "latest", "--no-header")
+    suites, judges = text.split("\n\n")
+    assert [r["Model"] for r in table_rows(suites)] == ["fake"]
+    (judge,) = table_rows(judges)
+    assert judge["Judge"] == "good-judge" and judge["Graded"] == "test_eval"
+    assert judge["Quadratic kappa with people [95% CI]"] == "1.00 [1.00, 1.00]"
+    assert judge["Exact / within-1"] == "1.00 / 1.00"
+    assert judge["Calibration"] == f"judge_calibration.jsonl (n={len(CALIBRATION)})"
+
+    (p.path / "judge_calibration.jsonl").unlink()
+    p.runpytest(*RUN).assert_outcomes(passed=2, failed=2)
+    (judge,) = table_rows(run_table(capsys, "--run", "latest", "--no-header").split("\n\n")[1])
+    assert judge["Quadratic kappa with people [95% CI]"] == "unmeasured"
+    assert "no judge_calibration.jsonl beside" in judge["Calibration"]
