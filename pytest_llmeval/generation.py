@@ -299,9 +299,18 @@ class Generation:
         key = f"__direct__/{os.getpid()}/{self._gen_counter}"
         fut = self.scheduler().submit(key, model, Request.make(messages, **params))
         try:
-            return fut.result()
+            return self.wait_for(fut)
         except BudgetExceeded as e:
             pytest.skip(str(e))
+
+    def wait_for(self, fut: Future[Completion]) -> Completion:
+        """A request's result, waited for from a test body (a judge's verdict, a multi-turn reply),
+        keeping the progress going: a judge stage of many minutes must not look like a hang in a log."""
+        while True:
+            try:
+                return fut.result(timeout=self.progress.tick_s)
+            except TimeoutError:
+                self._progress()
 
     def note_judge(self, model: str, rubric_text: str | None) -> None:
         """Remember the first rubric each judge model graded with (for its agreement note)."""

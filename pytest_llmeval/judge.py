@@ -262,14 +262,14 @@ class Judge:
         if hasattr(self.generation, "submit_now"):  # the samples not prepared: submitted together
             submit = self.generation.submit_now
             futures = [f or submit(self.model, messages, **p) for f, p in zip(futures, plan, strict=True)]
+        wait = getattr(self.generation, "wait_for", None)  # the plugin's: ticks the progress meanwhile
         out = []
         for fut, params in zip(futures, plan, strict=True):
             try:
-                comp = (
-                    fut.result()
-                    if fut is not None
-                    else self.generation.generate_now(self.model, messages, **params)
-                )
+                if fut is None:
+                    comp = self.generation.generate_now(self.model, messages, **params)
+                else:
+                    comp = wait(fut) if wait is not None else fut.result()
             except BudgetExceeded as e:
                 import pytest
 

@@ -385,3 +385,26 @@ def test_the_results_table_shows_each_judge_and_its_agreement(project, monkeypat
     (judge,) = table_rows(run_table(capsys, "--run", "latest", "--no-header").split("\n\n")[1])
     assert judge["Quadratic kappa with people [95% CI]"] == "unmeasured"
     assert "no judge_calibration.jsonl beside" in judge["Calibration"]
+
+
+def test_progress_goes_on_while_a_test_body_waits_for_its_verdict(project, server):
+    """In a log, a judge stage of many minutes shows progress lines, not silence: the test body's wait
+    for its prepared verdict ticks the progress as the wait for a completion does."""
+    import time
+
+    def slow_judge(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+        if body["model"] == "good-judge":
+            time.sleep(0.4)
+        return grader(messages, body)
+
+    server.responder = slow_judge
+    p = project()
+    models = (p.path / "models.yaml").read_text()
+    (p.path / "models.yaml").write_text(
+        models.replace("model: good-judge\n", "model: good-judge\n    max_concurrency: 1\n")
+    )
+    result = p.runpytest(*RUN, "-o", "llmeval_progress=log", "-o", "llmeval_progress_every=0.2")
+    result.assert_outcomes(passed=2, failed=2)
+    out = result.stdout.str()
+    # The answers are instant; every line comes from waiting for the judge, one verdict per 0.4 s.
+    assert len(re.findall(r"^\[llmeval\] generated \d+/\d+", out, re.MULTILINE)) >= 3, out
