@@ -47,14 +47,27 @@ def compact_report(
     excinfo = call.excinfo
     if report.when != "call" or not report.failed or excinfo is None:
         return
-    if not isinstance(excinfo.value, ScoreFailure) or not wants_compact(item.config):
+    if not wants_compact(item.config):
         return
-    scores = list(item.stash.get(_scores_key(), []))
-    failing = list(excinfo.value.scores)
     width = _width(item.config)
-    lines = failure_lines(item, failing, len(scores), None if completion is None else completion.text, width)
+    if isinstance(excinfo.value, ScoreFailure):
+        scores = list(item.stash.get(_scores_key(), []))
+        failing = list(excinfo.value.scores)
+        output = None if completion is None else completion.text
+        lines = failure_lines(item, failing, len(scores), output, width)
+        message = _crash_message(failing)
+    else:
+        from .repeats import SamplesFailed
+
+        if not isinstance(excinfo.value, SamplesFailed):
+            return
+        failed = [r for r in excinfo.value.runs if r.outcome == "failed"]
+        if not failed or not all(isinstance(r.exc, ScoreFailure) for r in failed):
+            return  # a sample failed on the body's own assert: pytest's report shows it
+        lines = sample_failure_lines(item, excinfo.value, failed, width)
+        message = f"{excinfo.value.verdict}: sample {failed[0].index}: {_crash_message(failed[0].exc.scores)}"
     path, lineno = _location(item)
-    crash = ReprFileLocation(path=path, lineno=lineno, message=_crash_message(failing))
+    crash = ReprFileLocation(path=path, lineno=lineno, message=message)
     report.longrepr = ReprExceptionInfo(
         reprtraceback=ReprTracebackNative([line + "\n" for line in lines]), reprcrash=crash
     )
@@ -64,13 +77,8 @@ def failure_lines(
     item: pytest.Item, failing: list[Any], n_scores: int, output: str | None, width: int
 ) -> list[str]:
     """The lines of one failed item: where its case is, each failing score, the head of the output."""
-    params = item.callspec.params  # type: ignore[attr-defined]
-    case, model = params["case"], params.get("model", "")
-    where = _relative(str(getattr(case, "source", "") or ""), item.config.rootpath)
     n = max(n_scores, len(failing))
-    head = f"case {case.id} [{model}]" + (f" · {where}" if where else "")
-    head += f" · {len(failing)} of {n} score{'s' if n != 1 else ''} failed"
-    lines = [head]
+    lines = [_case_head(item) + f" · {len(failing)} of {n} score{'s' if n != 1 else ''} failed"]
     shown = failing if len(failing) <= MAX_SCORE_LINES else failing[: MAX_SCORE_LINES - 1]
     for s in shown:
         lines.append("  " + score_line(s))
@@ -80,6 +88,32 @@ def failure_lines(
     if output is not None:
         lines.append("  output: " + (output.strip() or "(empty)"))
     return [_fit(line, width) for line in lines]
+
+
+def sample_failure_lines(item: pytest.Item, error: Any, failed: list[Any], width: int) -> list[str]:
+    """The lines of a repeated item that its samples failed: the verdict and the policy, each failed
+    sample's first failing score (at most three lines), and the output of the first failed sample."""
+    lines = [_case_head(item) + f" · {error.verdict} ({error.policy})"]  # the rule: in --tb=long
+    shown = failed if len(failed) <= MAX_SCORE_LINES else failed[: MAX_SCORE_LINES - 1]
+    for run in shown:
+        scores = list(run.exc.scores)
+        more = f" (+{len(scores) - 1} more)" if len(scores) > 1 else ""
+        lines.append(f"  sample {run.index}: " + score_line(scores[0]) + more)
+    rest = failed[len(shown) :]
+    if rest:
+        lines.append(f"  +{len(rest)} more failed samples: " + ", ".join(str(r.index) for r in rest))
+    first = failed[0].completion
+    if first is not None:
+        lines.append(f"  output (sample {failed[0].index}): " + (first.text.strip() or "(empty)"))
+    return [_fit(line, width) for line in lines]
+
+
+def _case_head(item: pytest.Item) -> str:
+    """``case ID [model] · cases.jsonl:LINE``."""
+    params = item.callspec.params  # type: ignore[attr-defined]
+    case, model = params["case"], params.get("model", "")
+    where = _relative(str(getattr(case, "source", "") or ""), item.config.rootpath)
+    return f"case {case.id} [{model}]" + (f" · {where}" if where else "")
 
 
 def score_line(score: Any) -> str:

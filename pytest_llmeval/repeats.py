@@ -219,7 +219,9 @@ class SamplesFailed(AssertionError):
         ran = [r for r in runs if r.outcome != "skipped"]
         passed = sum(r.outcome == "passed" for r in ran)
         needs = {"all": "every sample", "majority": "more than half", "any": "one sample"}[policy]
-        lines = [f"{passed} of {len(ran)} samples passed; --repeat-policy {policy} needs {needs} to pass"]
+        self.runs, self.verdict, self.policy = runs, f"{passed} of {len(ran)} samples passed", policy
+        self.rule = f"--repeat-policy {policy} needs {needs} to pass"
+        lines = [f"{self.verdict}; {self.rule}"]
         for r in runs:
             if r.outcome == "failed":
                 text = (r.error or "").splitlines()

@@ -303,3 +303,28 @@ def test_a_model_call_that_fails_makes_the_item_an_error_with_all_its_samples_re
     assert len(recs) == 6 and {(x["outcome"], x["samples"]) for x in recs} == {("error", 3)}
     assert sorted(x["sample"] for x in recs) == [0, 0, 1, 1, 2, 2]
     assert all("500" in (x["error"] or "") for x in recs)
+
+
+def test_a_repeated_item_that_fails_reports_its_samples_in_a_few_lines(sampled):
+    """Like a single-sample item's (issue 23): the verdict and its policy, each failed sample's failing
+    score, the head of one output; no exception class, no 'traceback entries are hidden' line."""
+    p = sampled([1.0, 1.0])
+    sampled.state["fail"] = lambda cid, seed: cid == "c01" and seed != 1
+    r = p.runpytest("--model", "hot", "--repeat", "3", "-p", "no:randomly")
+    r.assert_outcomes(passed=1, failed=1)
+    start = next(i for i, ln in enumerate(r.outlines) if ln.startswith("_") and "test_s[hot-c01]" in ln)
+    end = next(i for i in range(start + 1, len(r.outlines)) if r.outlines[i].startswith(("_", "=")))
+    block = r.outlines[start + 1 : end]
+    assert block == [
+        "case c01 [hot] · cases.jsonl:2 · 1 of 3 samples passed (majority)",
+        "  sample 0: exact_match = 0.000 (needs >= 1): expected 'yes', got 'no'",
+        "  sample 2: exact_match = 0.000 (needs >= 1): expected 'yes', got 'no'",
+        "  output (sample 0): no",
+    ], "\n".join(block)
+    r.stdout.fnmatch_lines(["FAILED test_eval.py::test_s[[]hot-c01[]] - 1 of 3 samples passed: sample 0: *"])
+    # The traceback on request, as for any item.
+    long = p.runpytest("--model", "hot", "--repeat", "3", "-p", "no:randomly", "--tb=long")
+    assert (
+        "SamplesFailed: 1 of 3 samples passed; --repeat-policy majority needs more than half"
+        in long.stdout.str()
+    )
