@@ -79,10 +79,9 @@ def failure_lines(
     """The lines of one failed item: where its case is, each failing score, the head of the output."""
     n = max(n_scores, len(failing))
     lines = [_case_head(item) + f" · {len(failing)} of {n} score{'s' if n != 1 else ''} failed"]
-    shown = failing if len(failing) <= MAX_SCORE_LINES else failing[: MAX_SCORE_LINES - 1]
+    shown, rest = _capped(failing)
     for s in shown:
         lines.append("  " + score_line(s))
-    rest = failing[len(shown) :]
     if rest:
         lines.append(f"  +{len(rest)} more: " + ", ".join(_value_text(s) for s in rest))
     if output is not None:
@@ -94,18 +93,23 @@ def sample_failure_lines(item: pytest.Item, error: Any, failed: list[Any], width
     """The lines of a repeated item that its samples failed: the verdict and the policy, each failed
     sample's first failing score (at most three lines), and the output of the first failed sample."""
     lines = [_case_head(item) + f" · {error.verdict} ({error.policy})"]  # the rule: in --tb=long
-    shown = failed if len(failed) <= MAX_SCORE_LINES else failed[: MAX_SCORE_LINES - 1]
+    shown, rest = _capped(failed)
     for run in shown:
         scores = list(run.exc.scores)
         more = f" (+{len(scores) - 1} more)" if len(scores) > 1 else ""
         lines.append(f"  sample {run.index}: " + score_line(scores[0]) + more)
-    rest = failed[len(shown) :]
     if rest:
         lines.append(f"  +{len(rest)} more failed samples: " + ", ".join(str(r.index) for r in rest))
     first = failed[0].completion
     if first is not None:
         lines.append(f"  output (sample {failed[0].index}): " + (first.text.strip() or "(empty)"))
     return [_fit(line, width) for line in lines]
+
+
+def _capped(rows: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The rows shown one per line and the rest, which share the last line: at most MAX_SCORE_LINES."""
+    shown = rows if len(rows) <= MAX_SCORE_LINES else rows[: MAX_SCORE_LINES - 1]
+    return shown, rows[len(shown) :]
 
 
 def _case_head(item: pytest.Item) -> str:

@@ -110,20 +110,20 @@ def judge_table(judges: list[dict[str, Any]] | None) -> str:
         "| Judge | Graded | Quadratic kappa with people [95% CI] | Exact / within-1 | Calibration |",
         "|-------|--------|--------------------------------------|------------------|-------------|",
     ]
+    from .judge_measure import JudgeMeasure
+
     for j in judges:
-        graded = ", ".join(suite_name(t, list(j.get("tests") or [])) for t in j.get("tests") or []) or "–"
-        if j.get("calibration") and not j.get("error") and j.get("kappa") is not None:
-            kappa = f"{j['kappa']:.2f}"
-            if j.get("kappa_low") is not None:
-                kappa += f" [{j['kappa_low']:.2f}, {j['kappa_high']:.2f}]"
-            agree = f"{j['exact']:.2f} / {j['within_one']:.2f}"
-            where = f"{j['calibration']} (n={j.get('n')})"
-        else:  # the label says why (no calibration file, or the measurement failed)
-            kappa, agree = "unmeasured", "–"
-            where = str(j.get("label") or "no calibration file")
-        lines.append(
-            "| " + " | ".join(_cell(c) for c in (j.get("model"), graded, kappa, agree, where)) + " |"
-        )
+        m = JudgeMeasure.from_dict(j)
+        graded = ", ".join(suite_name(t, list(m.tests)) for t in m.tests) or "–"
+        if m.measured and m.kappa is not None:
+            kappa = f"{m.kappa:.2f}"
+            if m.kappa_low is not None:
+                kappa += f" [{m.kappa_low:.2f}, {m.kappa_high:.2f}]"
+            agree = f"{m.exact:.2f} / {m.within_one:.2f}"
+            where = f"{m.calibration} (n={m.n})"
+        else:  # its label says why: no calibration file, or the measurement failed
+            kappa, agree, where = "unmeasured", "–", m.label()
+        lines.append("| " + " | ".join(_cell(c) for c in (m.model, graded, kappa, agree, where)) + " |")
     return "\n".join(lines) + "\n"
 
 
