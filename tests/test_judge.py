@@ -149,6 +149,17 @@ def test_prompt_structure_fields_and_answer_in_nonce_tags():
     assert msgs[2]["content"].startswith("SCORE: 5") and msgs[4]["content"].startswith("SCORE: 1")
 
 
+def test_everything_before_the_graded_turn_is_shared_by_every_item_of_a_rubric():
+    # Batched verdicts compute a shared prefix once (backends/hf_prefill.py): the item's nonce,
+    # fields and answer must appear in its own last turn only.
+    a = build_messages(RUBRIC, "Paris.", {"question": "Capital of France?", "context": "C"})
+    b = build_messages(RUBRIC, "Lyon.", {"question": "Capital of Spain?", "context": "D"})
+    assert a[:-1] == b[:-1] and a[-1] != b[-1]
+    nonce = prompt_nonce(RUBRIC, "Paris.", {"question": "Capital of France?", "context": "C"})
+    assert all(nonce not in m["content"] for m in a[:-1])
+    assert a[-1]["content"].startswith(f"Data tags in this message end in -{nonce}.\n")
+
+
 def test_prompt_demonstrations_show_only_the_fields_in_use():
     msgs = build_messages(RUBRIC, "Paris.", {"question": "Capital?"})
     assert "<context-" not in msgs[1]["content"] and "<question-" in msgs[1]["content"]
